@@ -45,6 +45,10 @@ func migrateFS(ctx context.Context, s *Store, fsys fs.FS) ([]Migration, error) {
 		applied = append(applied, Migration{Sequence: seq, Name: name})
 	}
 	if err := m.Migrate(ctx); err != nil {
+		// The migration that failed was rolled back: it is not applied.
+		if len(applied) > 0 {
+			applied = applied[:len(applied)-1]
+		}
 		return applied, fmt.Errorf("migrate: %w", err)
 	}
 	return applied, nil

@@ -1,0 +1,19 @@
+// Command cutoff measures when a country drops off the internet.
+//
+// It is one binary with subcommands; this package only parses flags and
+// wires the packages under prober/ and store/ together.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
