@@ -101,16 +101,22 @@ func failuresToDown(b float64, as []float64) (n int, ok bool) {
 	return len(as), false
 }
 
-// waveSize is how many probes to send at once after the visit's first
-// probe failed: exactly as many as a down verdict needs if they all fail
-// (so a dark block is called in two timeouts instead of fifteen), or,
-// when even that many cannot decide, every probe the visit may still
-// send, since the belief carries over to the next visit. cands are the
-// remaining addresses' availabilities in the order they would be sent.
-func waveSize(b float64, cands []float64, budget int) int {
+// waveSize is how many probes to send at once after the visit's probes
+// so far left it undecided. Trinocular probes one at a time, so a dark
+// block costs up to 15 timeouts (75 s at 5 s) to call; sending every probe
+// a down verdict needs at once calls it in two timeouts but spends them
+// all whenever an up block's first address happens to be silent, which
+// for a block of low availability is most visits. Waves that double (2,
+// 4, 8 after the first probe) and never exceed what a down verdict still
+// needs are the middle way: a dark block is called in at most five
+// timeouts (two for the dense, reliable blocks that are most of the
+// internet), while an up block costs little more than sequential probing
+// (TestTraffic measures it). wave counts the follow-up waves, from 1;
+// cands are the remaining addresses' availabilities in sending order.
+func waveSize(b float64, cands []float64, budget, wave int) int {
 	cands = cands[:min(len(cands), max(budget, 0))]
 	n, _ := failuresToDown(b, cands)
-	return n
+	return min(n, 1<<min(wave, 4))
 }
 
 // recoveryProbes is how many probes a visit sends to a unit believed

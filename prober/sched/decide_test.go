@@ -102,18 +102,21 @@ func TestWaveSize(t *testing.T) {
 		belief float64
 		cands  []float64
 		budget int
+		wave   int
 		want   int
 	}{
-		{"after one silent probe at A=0.5", update(0.99, 0.5, false), repeat(0.5, 20), 14, 9},
-		{"after one silent probe at A=0.98", update(0.99, 0.98, false), repeat(0.98, 20), 14, 1},
-		{"too few addresses: send them all", update(0.99, 0.5, false), repeat(0.5, 4), 14, 4},
-		{"budget caps the wave", update(0.99, 0.3, false), repeat(0.3, 40), 14, 14},
-		{"no budget", 0.5, repeat(0.5, 4), 0, 0},
-		{"mixed: stops once the reliable ones suffice", update(0.99, 0.9, false), []float64{0.9, 0.9, 0.2, 0.2}, 14, 2},
+		{"first follow-up wave at A=0.5 is two", update(0.99, 0.5, false), repeat(0.5, 20), 14, 1, 2},
+		{"third follow-up wave at A=0.5 is eight", update(0.99, 0.5, false), repeat(0.5, 20), 14, 3, 8},
+		{"never more than a down verdict needs", update(0.99, 0.5, false), repeat(0.5, 20), 14, 4, 9},
+		{"after one silent probe at A=0.98 one more decides", update(0.99, 0.98, false), repeat(0.98, 20), 14, 1, 1},
+		{"too few addresses: send what there is", update(0.99, 0.5, false), repeat(0.5, 4), 14, 4, 4},
+		{"budget caps the wave", update(0.99, 0.3, false), repeat(0.3, 40), 3, 4, 3},
+		{"no budget", 0.5, repeat(0.5, 4), 0, 1, 0},
+		{"mixed: stops once the reliable ones suffice", update(0.99, 0.9, false), []float64{0.9, 0.9, 0.2, 0.2}, 14, 4, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := waveSize(tt.belief, tt.cands, tt.budget); got != tt.want {
+			if got := waveSize(tt.belief, tt.cands, tt.budget, tt.wave); got != tt.want {
 				t.Errorf("waveSize = %d, want %d", got, tt.want)
 			}
 		})

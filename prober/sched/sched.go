@@ -13,8 +13,8 @@
 // is up until it decides, and a block believed down gets recovery probes.
 // cutoff adds: sparse blocks of one network pooled into one unit; TCP and
 // DNS answers as proof of reachability; per-address history (addresses
-// that answered last time are tried first); the probes a down verdict
-// needs sent at once after the first failure; re-checks at a short
+// that answered last time are tried first); after a silent first probe,
+// the rest sent in doubling waves rather than one by one; re-checks at a short
 // interval after a change, visits to the changed unit's neighbours and its
 // vantage's control targets, and backing-off recovery visits, so outages
 // are timed to well under a round; extra visits for small countries within
@@ -92,11 +92,12 @@ type visit struct {
 	mode    uint8
 	n       int // slots used
 	pending int // probes whose result has not come back
+	waves   int // follow-up waves sent
 	slots   [MaxProbes]slot
 }
 
 const (
-	modeJudge        uint8 = iota // up or uncertain before: one probe, then the wave a down verdict needs
+	modeJudge        uint8 = iota // up or uncertain before: one probe, then doubling waves
 	modeRecover                   // down before: Trinocular's recovery probes at once
 	modeUnmeasurable              // too sparse to judge: look for an answer only
 )
@@ -371,7 +372,9 @@ func (s *Scheduler) nextDue() (int64, due) {
 			s.ex.pop() // superseded
 			continue
 		}
-		if s.once && e.at >= s.onceEnd {
+		if s.once && e.at >= s.onceEnd && s.units[e.u].why != Regular {
+			// RunOnce ends with its round; a regular visit that had to
+			// wait still happens.
 			s.ex.pop()
 			s.units[e.u].next = 0
 			continue
@@ -629,13 +632,14 @@ func (s *Scheduler) advance(ctx context.Context, v *visit) {
 		s.finish(ctx, v, b, st, used)
 		return
 	}
-	// Undecided: send at once what a down verdict needs.
+	// Undecided: the next, larger wave.
 	cs := s.candidates(v, MaxProbes-v.n)
 	as := make([]float64, len(cs))
 	for i, c := range cs {
 		as[i] = float64(c.a)
 	}
-	n := waveSize(b, as, MaxProbes-v.n)
+	v.waves++
+	n := waveSize(b, as, MaxProbes-v.n, v.waves)
 	before := v.n
 	if n > 0 {
 		s.sendChosen(ctx, v, cs[:n])
@@ -662,8 +666,13 @@ type cand struct {
 // that answered last time first, each group in random order (Trinocular
 // probes in random order; trying the recently responsive first makes an
 // up verdict cheaper and a down verdict rest on addresses that were
-// alive). The slice is scratch, valid until the next call.
+// alive). A unit believed down is probed in plain random order: its
+// history stopped being updated when it went down, and the hosts that
+// answer after an outage need not be the ones that did before, so
+// preferring them could keep a recovered unit looking dark. The slice is
+// scratch, valid until the next call.
 func (s *Scheduler) candidates(v *visit, k int) []cand {
+	useHistory := v.mode != modeRecover
 	u := &s.units[v.u]
 	cs := s.cand[:0]
 	used := func(blk int32, svc int32, h uint8) bool {
@@ -677,7 +686,7 @@ func (s *Scheduler) candidates(v *visit, k int) []cand {
 	hot := 0
 	add := func(c cand) {
 		cs = append(cs, c)
-		if c.hot {
+		if c.hot && useHistory {
 			last := len(cs) - 1
 			cs[hot], cs[last] = cs[last], cs[hot]
 			hot++
