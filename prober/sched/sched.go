@@ -64,6 +64,7 @@ type Scheduler struct {
 	// Completions arrive from the engines' goroutines.
 	mu     sync.Mutex
 	queue  []completion
+	spare  []completion // the other buffer: drain swaps them
 	closed bool
 	wake   chan struct{}
 
@@ -484,14 +485,17 @@ func (s *Scheduler) drain(ctx context.Context) {
 	for {
 		s.mu.Lock()
 		q := s.queue
-		s.queue = nil
+		s.queue = s.spare[:0]
 		s.mu.Unlock()
 		if len(q) == 0 {
+			s.spare = q
 			return
 		}
-		for _, c := range q {
-			s.handle(ctx, c)
+		for i := range q {
+			s.handle(ctx, q[i])
+			q[i] = completion{}
 		}
+		s.spare = q
 	}
 }
 
@@ -634,7 +638,8 @@ func (s *Scheduler) advance(ctx context.Context, v *visit) {
 	}
 	// Undecided: the next, larger wave.
 	cs := s.candidates(v, MaxProbes-v.n)
-	as := make([]float64, len(cs))
+	var buf [MaxProbes]float64
+	as := buf[:len(cs)]
 	for i, c := range cs {
 		as[i] = float64(c.a)
 	}
