@@ -73,16 +73,16 @@ func checksum(b []byte) uint16 {
 type verdict uint8
 
 const (
-	vReply       verdict = iota + 1 // an echo reply, to be matched
-	vError                          // an ICMP error quoting an echo request
-	vMalformed                      // truncated, bad checksum, bad quoted header
-	vForeign                        // ICMP that is none of our business
-	vWrongID                        // an echo reply or quoted request with another identifier
-	vForged                         // ours by identifier, but the cookie does not verify
-	vStale                          // ours, but its probe timed out already
-	vDuplicate                      // ours, but its probe was answered already
-	vMatched                        // an echo reply that completed an in-flight probe
-	vMatchedError                   // an ICMP error that completed an in-flight probe
+	vReply        verdict = iota + 1 // an echo reply, to be matched
+	vError                           // an ICMP error quoting an echo request
+	vMalformed                       // truncated, bad checksum, bad quoted header
+	vForeign                         // ICMP that is none of our business
+	vWrongID                         // an echo reply or quoted request with another identifier
+	vForged                          // ours by identifier, but the cookie does not verify
+	vStale                           // ours, but its probe timed out already
+	vDuplicate                       // ours, but its probe was answered already
+	vMatched                         // an echo reply that completed an in-flight probe
+	vMatchedError                    // an ICMP error that completed an in-flight probe
 	verdictCount
 )
 
