@@ -313,8 +313,10 @@ func (e *ICMP) send() {
 // write sends msgs, failing the probe of any message the kernel refuses
 // (e.g. no route) and going on with the rest.
 func (e *ICMP) write(msgs []ipv4.Message, counters []uint64, cs []completion) []completion {
+	retried := -1
 	for i := 0; i < len(msgs); {
 		k, err := e.conn.WriteBatch(msgs[i:], 0)
+		k = max(k, 0) // sendmmsg's -1 comes through on error
 		e.m.sent.Add(uint64(k))
 		i += k
 		if err == nil {
@@ -323,12 +325,34 @@ func (e *ICMP) write(msgs []ipv4.Message, counters []uint64, cs []completion) []
 		if errors.Is(err, net.ErrClosed) {
 			return cs // Close abandons what is in flight
 		}
+		if e.mode == ICMPPing && retried != i && pendingICMPError(err) {
+			// An ICMP error about an earlier probe set the socket's
+			// pending error and this write reported it instead of
+			// sending; the error itself waits on the error queue.
+			// Collect it and send the message again, once: a
+			// second failure is about this message.
+			retried = i
+			e.readErrors()
+			continue
+		}
 		e.m.mu.Lock()
 		cs = e.m.fail(counters[i], fmt.Errorf("send: %w", err), cs)
 		e.m.mu.Unlock()
 		i++
 	}
 	return cs
+}
+
+// pendingICMPError reports whether err is what an ICMP error leaves
+// pending on a ping socket (see ping_err and icmp_err_convert in Linux).
+func pendingICMPError(err error) bool {
+	for _, e := range []error{syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ECONNREFUSED,
+		syscall.EHOSTDOWN, syscall.EACCES, syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EMSGSIZE, syscall.EOPNOTSUPP} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // drain completes the probes still queued when the engine closes.

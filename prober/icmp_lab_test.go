@@ -266,3 +266,49 @@ func waitStats(t *testing.T, e *ICMP, ok func(ICMPStats) bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestICMPMixedLoadLab interleaves unreachable, silent and responsive
+// targets in a burst: ICMP errors must not disturb other probes (on ping
+// sockets an error also sets the socket's pending error, which the next
+// read or write reports). Only two unreachables per mode: the router's
+// kernel sends at most five such errors per source before limiting them
+// to one a second.
+func TestICMPMixedLoadLab(t *testing.T) {
+	n := newTestNet(t)
+	for _, mode := range []ICMPMode{ICMPRaw, ICMPPing} {
+		t.Run(mode.String(), func(t *testing.T) {
+			e := newICMPIn(t, n, n.Vantage, labICMPConfig(mode, 500*time.Millisecond))
+			const rounds = 200
+			ch := make(chan Result, 3*rounds)
+			var count int
+			want := map[netip.Addr]Outcome{}
+			for i := range rounds {
+				kinds := []struct {
+					base netip.Addr
+					o    Outcome
+				}{{netSilent, Timeout}, {netip.MustParseAddr("198.19.130.0"), Reply}, {netUnreach, Unreachable}}
+				if i%100 != 50 {
+					kinds = kinds[:2]
+				}
+				for _, tg := range kinds {
+					a := tg.base.As4()
+					a[3] = byte(i)
+					want[netip.AddrFrom4(a)] = tg.o
+					count++
+					if err := e.Probe(context.Background(), Target{Kind: KindICMP, Addr: netip.AddrFrom4(a)}, func(r Result) { ch <- r }); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for range count {
+				r := <-ch
+				if w := want[r.Target.Addr]; r.Outcome != w {
+					t.Errorf("%s: %s (%s), want %s", r.Target.Addr, r.Outcome, r.Err, w)
+				}
+			}
+			if st := e.Stats(); st.SendErrors != 0 {
+				t.Errorf("%d send errors", st.SendErrors)
+			}
+		})
+	}
+}

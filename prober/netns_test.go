@@ -20,8 +20,9 @@ import (
 //	vantage 198.18.250.1/30 — .2 router .5/30 — .6 country
 //
 // The country answers ICMP echo for all of 198.19.128.0/17 (AnyIP) and
-// listens where tests put listeners; the router blackholes 198.19.201.0/24
-// (silent) and answers host-unreachable for 198.19.202.0/24.
+// listens where tests put listeners; the router blackholes 198.19.1.0/24
+// (silent) and answers host-unreachable for 198.19.2.0/24 and
+// administratively-prohibited for 198.19.3.0/24.
 type testNet struct {
 	prefix  string
 	Vantage string // namespace names
@@ -33,9 +34,9 @@ var (
 	netVantage    = netip.MustParseAddr("198.18.250.1")
 	netRouter     = netip.MustParseAddr("198.18.250.2")
 	netResponsive = netip.MustParsePrefix("198.19.128.0/17")
-	netSilent     = netip.MustParseAddr("198.19.201.5")
-	netUnreach    = netip.MustParseAddr("198.19.202.5")
-	netProhibit   = netip.MustParseAddr("198.19.203.5")
+	netSilent     = netip.MustParseAddr("198.19.1.5")
+	netUnreach    = netip.MustParseAddr("198.19.2.5")
+	netProhibit   = netip.MustParseAddr("198.19.3.5")
 	labOnly       = labPolicy()
 )
 
@@ -83,9 +84,9 @@ func newTestNet(t testing.TB) *testNet {
 		{"-n", n.Country, "link", "set", "c0", "up"},
 		{"-n", n.Vantage, "route", "add", "198.18.0.0/15", "via", "198.18.250.2"},
 		{"-n", n.Router, "route", "add", "198.19.0.0/16", "via", "198.18.250.6"},
-		{"-n", n.Router, "route", "add", "blackhole", "198.19.201.0/24"},
-		{"-n", n.Router, "route", "add", "unreachable", "198.19.202.0/24"},
-		{"-n", n.Router, "route", "add", "prohibit", "198.19.203.0/24"},
+		{"-n", n.Router, "route", "add", "blackhole", "198.19.1.0/24"},
+		{"-n", n.Router, "route", "add", "unreachable", "198.19.2.0/24"},
+		{"-n", n.Router, "route", "add", "prohibit", "198.19.3.0/24"},
 		{"-n", n.Country, "route", "add", "198.18.0.0/16", "via", "198.18.250.5"},
 		{"-n", n.Country, "route", "add", "local", "198.19.128.0/17", "dev", "lo"},
 	}
@@ -94,6 +95,10 @@ func newTestNet(t testing.TB) *testNet {
 			t.Fatalf("ip %s: %v: %s", strings.Join(s, " "), err, out)
 		}
 	}
+	// Errors for unreachable/prohibit routes are also limited by
+	// net.ipv4.route.error_cost/error_burst (1/s, burst 5 per source),
+	// which exist only in the root namespace and are left alone: tests
+	// expect at most 5 such errors per network.
 	sysctls := map[string][]string{
 		n.Router:  {"net.ipv4.ip_forward=1", "net.ipv4.icmp_ratelimit=0", "net.ipv4.icmp_msgs_per_sec=1000000", "net.ipv4.icmp_msgs_burst=1000000"},
 		n.Country: {"net.ipv4.icmp_ratelimit=0", "net.ipv4.icmp_msgs_per_sec=1000000", "net.ipv4.icmp_msgs_burst=1000000"},
