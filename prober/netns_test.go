@@ -37,6 +37,7 @@ var (
 	netSilent     = netip.MustParseAddr("198.19.1.5")
 	netUnreach    = netip.MustParseAddr("198.19.2.5")
 	netProhibit   = netip.MustParseAddr("198.19.3.5")
+	netLocalFail  = netip.MustParseAddr("198.19.4.5") // the vantage's own route says unreachable
 	labOnly       = labPolicy()
 )
 
@@ -84,6 +85,7 @@ func newTestNet(t testing.TB) *testNet {
 		{"-n", n.Country, "link", "set", "c0", "up"},
 		{"-n", n.Vantage, "route", "add", "198.18.0.0/15", "via", "198.18.250.2"},
 		{"-n", n.Router, "route", "add", "198.19.0.0/16", "via", "198.18.250.6"},
+		{"-n", n.Vantage, "route", "add", "unreachable", "198.19.4.0/24"},
 		{"-n", n.Router, "route", "add", "blackhole", "198.19.1.0/24"},
 		{"-n", n.Router, "route", "add", "unreachable", "198.19.2.0/24"},
 		{"-n", n.Router, "route", "add", "prohibit", "198.19.3.0/24"},

@@ -1,0 +1,246 @@
+package prober
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// nsSockets opens sockets in the network namespace that was current on
+// the calling thread when it was made. TCP and DNS probes open a socket
+// each, on whatever goroutine runs them; without this, an engine built
+// inside a lab namespace would send from the process's own namespace.
+type nsSockets struct {
+	reqs chan nsReq
+	quit chan struct{}
+}
+
+type nsReq struct {
+	domain, typ int
+	resp        chan nsResp
+}
+
+type nsResp struct {
+	fd  int
+	err error
+}
+
+func newNSSockets() (*nsSockets, error) {
+	nsfd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace: %w", err)
+	}
+	s := &nsSockets{reqs: make(chan nsReq), quit: make(chan struct{})}
+	ready := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread ends with this goroutine instead
+		// of going back to the scheduler in a foreign namespace.
+		runtime.LockOSThread()
+		err := unix.Setns(nsfd, unix.CLONE_NEWNET)
+		unix.Close(nsfd)
+		ready <- err
+		if err != nil {
+			return
+		}
+		for {
+			select {
+			case r := <-s.reqs:
+				fd, err := unix.Socket(r.domain, r.typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+				r.resp <- nsResp{fd, err}
+			case <-s.quit:
+				return
+			}
+		}
+	}()
+	if err := <-ready; err != nil {
+		return nil, fmt.Errorf("enter network namespace: %w", err)
+	}
+	return s, nil
+}
+
+func (s *nsSockets) close() { close(s.quit) }
+
+// socket opens a non-blocking socket of typ for addresses like a.
+func (s *nsSockets) socket(a netip.Addr, typ int) (int, error) {
+	domain := unix.AF_INET
+	if !a.Is4() {
+		domain = unix.AF_INET6
+	}
+	r := nsReq{domain: domain, typ: typ, resp: make(chan nsResp, 1)}
+	select {
+	case s.reqs <- r:
+	case <-s.quit:
+		return -1, ErrClosed
+	}
+	res := <-r.resp
+	if res.err != nil {
+		return -1, os.NewSyscallError("socket", res.err)
+	}
+	if err := setRecvErr(res.fd, a); err != nil {
+		unix.Close(res.fd)
+		return -1, err
+	}
+	return res.fd, nil
+}
+
+// setRecvErr asks for ICMP errors on the socket's error queue, where they
+// name the router that sent them.
+func setRecvErr(fd int, a netip.Addr) error {
+	level, opt := unix.IPPROTO_IP, unix.IP_RECVERR
+	if !a.Is4() {
+		level, opt = unix.IPPROTO_IPV6, unix.IPV6_RECVERR
+	}
+	if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
+		return os.NewSyscallError("setsockopt recverr", err)
+	}
+	return nil
+}
+
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if a := ap.Addr(); a.Is4() {
+		return &unix.SockaddrInet4{Addr: a.As4(), Port: int(ap.Port())}
+	}
+	return &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
+}
+
+// offender reads the socket's error queue and returns the address of the
+// router (or host) whose ICMP error is queued there, if any.
+func offender(fd int) netip.Addr {
+	buf := make([]byte, 512)
+	oob := make([]byte, 512)
+	_, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+	if err != nil {
+		return netip.Addr{}
+	}
+	cms, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		return netip.Addr{}
+	}
+	for _, cm := range cms {
+		isV4 := cm.Header.Level == unix.IPPROTO_IP && cm.Header.Type == unix.IP_RECVERR
+		isV6 := cm.Header.Level == unix.IPPROTO_IPV6 && cm.Header.Type == unix.IPV6_RECVERR
+		d := cm.Data
+		if !isV4 && !isV6 || len(d) < 16+2 {
+			continue
+		}
+		if o := d[4]; o != unix.SO_EE_ORIGIN_ICMP && o != unix.SO_EE_ORIGIN_ICMP6 {
+			continue
+		}
+		// struct sock_extended_err, then the offender's sockaddr.
+		sa := d[16:]
+		switch fam := uint16(sa[0]) | uint16(sa[1])<<8; {
+		case fam == unix.AF_INET && len(sa) >= 8:
+			return netip.AddrFrom4([4]byte(sa[4:8]))
+		case fam == unix.AF_INET6 && len(sa) >= 24:
+			return netip.AddrFrom16([16]byte(sa[8:24])).Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// connectResult is what became of a TCP handshake.
+type connectResult struct {
+	outcome   Outcome
+	responder netip.Addr
+	err       error     // for Error outcomes
+	conn      *os.File  // the connected socket, for Reply; the caller closes it
+	at        time.Time // when the handshake ended
+}
+
+// connect opens a TCP connection to dst from src (if valid) in the
+// sockets' namespace, waiting until deadline or until cancel is closed.
+// A reset is Refused; an ICMP error during the handshake is Unreachable,
+// naming the router that sent it; an error from connect itself (no local
+// route, a local unreachable route) is a local Error.
+func connect(s *nsSockets, src netip.Addr, dst netip.AddrPort, deadline time.Time, cancel <-chan struct{}, now func() time.Time) connectResult {
+	fd, err := s.socket(dst.Addr(), unix.SOCK_STREAM)
+	if err != nil {
+		return connectResult{outcome: Error, err: err, at: now()}
+	}
+	if src.IsValid() {
+		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(src, 0))); err != nil {
+			unix.Close(fd)
+			return connectResult{outcome: Error, err: os.NewSyscallError("bind", err), at: now()}
+		}
+	}
+	err = unix.Connect(fd, sockaddr(dst))
+	switch {
+	case err == nil:
+		return connectResult{outcome: Reply, responder: dst.Addr(), conn: os.NewFile(uintptr(fd), "tcp"), at: now()}
+	case err != unix.EINPROGRESS:
+		unix.Close(fd)
+		return connectResult{outcome: Error, err: os.NewSyscallError("connect", err), at: now()}
+	}
+	f := os.NewFile(uintptr(fd), "tcp") // non-blocking: registered with the poller
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return connectResult{outcome: Error, err: err, at: now()}
+	}
+	if err := f.SetWriteDeadline(deadline); err != nil {
+		f.Close()
+		return connectResult{outcome: Error, err: err, at: now()}
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-cancel:
+			f.SetWriteDeadline(time.Unix(1, 0))
+		case <-stop:
+		}
+	}()
+	var soerr int
+	calls := 0
+	werr := rc.Write(func(fd uintptr) bool {
+		// The first call comes before any wait: let the poller say
+		// when the handshake has ended.
+		if calls++; calls == 1 {
+			return false
+		}
+		soerr, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		return true
+	})
+	at := now()
+	res := connectResult{at: at}
+	switch {
+	case werr != nil && errors.Is(werr, os.ErrDeadlineExceeded):
+		select {
+		case <-cancel:
+			res.outcome, res.err = Error, ErrClosed
+		default:
+			res.outcome = Timeout
+		}
+	case werr != nil:
+		res.outcome, res.err = Error, werr
+	case err != nil:
+		res.outcome, res.err = Error, os.NewSyscallError("getsockopt SO_ERROR", err)
+	case soerr == 0:
+		res.outcome, res.responder, res.conn = Reply, dst.Addr(), f
+		return res
+	default:
+		res.outcome, res.responder, res.err = classifyConnectErr(syscall.Errno(soerr), dst.Addr(), fd)
+	}
+	f.Close()
+	return res
+}
+
+// classifyConnectErr judges an error that ended a handshake after it
+// started (so it came from the network, not from local routing).
+func classifyConnectErr(e syscall.Errno, dst netip.Addr, fd int) (Outcome, netip.Addr, error) {
+	switch e {
+	case unix.ECONNREFUSED:
+		return Refused, dst, nil
+	case unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN, unix.ENONET, unix.EACCES, unix.EPROTO:
+		return Unreachable, offender(fd), nil
+	case unix.ETIMEDOUT:
+		return Timeout, netip.Addr{}, nil
+	}
+	return Error, netip.Addr{}, os.NewSyscallError("connect", e)
+}
