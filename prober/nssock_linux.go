@@ -150,6 +150,7 @@ type connectResult struct {
 	responder netip.Addr
 	err       error     // for Error outcomes
 	conn      *os.File  // the connected socket, for Reply; the caller closes it
+	fd        int       // conn's descriptor (conn.Fd would make it blocking)
 	at        time.Time // when the handshake ended
 }
 
@@ -172,7 +173,7 @@ func connect(s *nsSockets, src netip.Addr, dst netip.AddrPort, deadline time.Tim
 	err = unix.Connect(fd, sockaddr(dst))
 	switch {
 	case err == nil:
-		return connectResult{outcome: Reply, responder: dst.Addr(), conn: os.NewFile(uintptr(fd), "tcp"), at: now()}
+		return connectResult{outcome: Reply, responder: dst.Addr(), conn: os.NewFile(uintptr(fd), "tcp"), fd: fd, at: now()}
 	case err != unix.EINPROGRESS:
 		unix.Close(fd)
 		return connectResult{outcome: Error, err: os.NewSyscallError("connect", err), at: now()}
@@ -222,7 +223,7 @@ func connect(s *nsSockets, src netip.Addr, dst netip.AddrPort, deadline time.Tim
 	case err != nil:
 		res.outcome, res.err = Error, os.NewSyscallError("getsockopt SO_ERROR", err)
 	case soerr == 0:
-		res.outcome, res.responder, res.conn = Reply, dst.Addr(), f
+		res.outcome, res.responder, res.conn, res.fd = Reply, dst.Addr(), f, fd
 		return res
 	default:
 		res.outcome, res.responder, res.err = classifyConnectErr(syscall.Errno(soerr), dst.Addr(), fd)
