@@ -61,9 +61,9 @@ type link struct {
 }
 
 type plan struct {
-	cfg   Config
-	nodes []*node // parents before children
-	links []*link
+	cfg    Config
+	nodes  []*node // parents before children
+	links  []*link
 	byRole map[string]*node
 	// targets maps fault target names (border, vp1, net0, ...) to links.
 	targets map[string]*link
