@@ -1,4 +1,4 @@
-package prober
+package prober_test
 
 import (
 	"context"
@@ -6,44 +6,53 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cutoffnet/cutoff/prober"
+	"github.com/cutoffnet/cutoff/prober/lab"
 )
 
-// BenchmarkICMPSweep sweeps the country's AnyIP range (198.19.128.0/17,
-// every address answers) from the vantage as fast as the engine goes, b.N
-// probes in all, and reports the send rate, the share of probes matched,
-// and the share of the country's echo replies (its /proc/net/snmp
-// OutEchoReps) that were matched. Run it as root, e.g.
+// BenchmarkICMPSweep sweeps the lab country's AnyIP range
+// (198.19.128.0/17, every address answers) from vantage vp1 as fast as
+// the engine goes, b.N probes in all, and reports the send rate, the
+// share of probes matched, and the share of the echo replies the country
+// sent (its /proc/net/snmp OutEchoReps) that were matched. Needs root:
 //
-//	go test ./prober -run '^$' -bench ICMPSweep -benchtime 300000x -count 5
+//	go test ./prober -run '^$' -bench ICMPSweep -benchtime 500000x -count 5
 func BenchmarkICMPSweep(b *testing.B) {
-	n := newTestNet(b)
-	for _, mode := range []ICMPMode{ICMPRaw, ICMPPing} {
+	l := upLab(b, true)
+	for _, mode := range modes {
 		b.Run(mode.String(), func(b *testing.B) {
-			cfg := labICMPConfig(mode, 2*time.Second)
-			cfg.Limiter = NewLimiter(10_000_000) // the engine is the bottleneck, not the cap
-			e := newICMPIn(b, n, n.Vantage, cfg)
-			sweep(b, n, e)
+			e := in(b, l, "vp1", func() (*prober.ICMP, error) {
+				return prober.NewICMP(prober.ICMPConfig{
+					Config: prober.Config{
+						Policy:  labOnly,
+						Limiter: prober.NewLimiter(10_000_000), // the engine is the bottleneck, not the cap
+						Timeout: 2 * time.Second,
+					},
+					Mode: mode,
+				})
+			})
+			sweep(b, l, e)
 		})
 	}
 }
 
-func sweep(b *testing.B, n *testNet, e *ICMP) {
-	var replies, others, completed atomic.Int64
+func sweep(b *testing.B, l *lab.Lab, e *prober.ICMP) {
+	var replies, completed atomic.Int64
 	all := make(chan struct{})
 	total := int64(b.N)
-	done := func(r Result) {
-		if r.Outcome == Reply {
+	done := func(r prober.Result) {
+		if r.Outcome == prober.Reply {
 			replies.Add(1)
-		} else {
-			others.Add(1)
 		}
 		if completed.Add(1) == total {
 			close(all)
 		}
 	}
-	base := netResponsive.Addr().As4()
-	size := 1 << (32 - netResponsive.Bits())
-	echoes := n.readSNMP(b, n.Country, "Icmp", "OutEchoReps")
+	base := benchAnyIP.Addr().As4()
+	size := 1 << (32 - benchAnyIP.Bits())
+	echoes := readSNMP(b, l, "country", "Icmp", "OutEchoReps")
+	before := e.Stats()
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -53,7 +62,7 @@ func sweep(b *testing.B, n *testNet, e *ICMP) {
 		a := base
 		a[2] += byte(j >> 8)
 		a[3] += byte(j)
-		if err := e.Probe(ctx, Target{Kind: KindICMP, Addr: netip.AddrFrom4(a)}, done); err != nil {
+		if err := e.Probe(ctx, prober.Target{Kind: prober.KindICMP, Addr: netip.AddrFrom4(a)}, done); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -64,15 +73,13 @@ func sweep(b *testing.B, n *testNet, e *ICMP) {
 		b.Fatalf("%d of %d probes completed", completed.Load(), total)
 	}
 	b.StopTimer()
-	answered := n.readSNMP(b, n.Country, "Icmp", "OutEchoReps") - echoes
+	answered := readSNMP(b, l, "country", "Icmp", "OutEchoReps") - echoes
 	b.ReportMetric(float64(b.N)/sendTime.Seconds(), "probes/s")
 	b.ReportMetric(100*float64(replies.Load())/float64(b.N), "matched%")
 	if answered > 0 {
 		b.ReportMetric(100*float64(replies.Load())/float64(answered), "matched%answered")
 	}
 	st := e.Stats()
-	if st.SendErrors > 0 {
-		b.Logf("send errors: %d", st.SendErrors)
-	}
-	b.Logf("N=%d sent=%d replies=%d other=%d country answered=%d stats=%+v", b.N, st.Sent, replies.Load(), others.Load(), answered, st)
+	b.Logf("N=%d country answered %d, engine: sent %d, replies %d, timeouts %d, rejected %d",
+		b.N, answered, st.Sent-before.Sent, st.Replies-before.Replies, st.Timeouts-before.Timeouts, st.Rejected()-before.Rejected())
 }

@@ -1,4 +1,4 @@
-package prober
+package prober_test
 
 import (
 	"context"
@@ -9,80 +9,73 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cutoffnet/cutoff/prober"
+	"github.com/cutoffnet/cutoff/prober/lab"
 )
 
-// newICMPIn opens an ICMP engine inside namespace ns.
-func newICMPIn(t testing.TB, n *testNet, ns string, cfg ICMPConfig) *ICMP {
+var modes = []prober.ICMPMode{prober.ICMPRaw, prober.ICMPPing}
+
+func labICMP(t testing.TB, l *lab.Lab, mode prober.ICMPMode, timeout time.Duration) *prober.ICMP {
 	t.Helper()
-	var e *ICMP
-	err := n.Do(ns, func() error {
-		var err error
-		e, err = NewICMP(cfg)
-		return err
+	e := in(t, l, "vp1", func() (*prober.ICMP, error) {
+		return prober.NewICMP(prober.ICMPConfig{
+			Config: prober.Config{Policy: labOnly, Limiter: prober.NewLimiter(10000), Timeout: timeout},
+			Mode:   mode, Contact: "https://example.org/cutoff-lab",
+		})
 	})
-	if err != nil {
-		t.Fatal(err)
+	if e.Mode() != mode {
+		t.Fatalf("engine mode %s, want %s", e.Mode(), mode)
 	}
-	t.Cleanup(func() { e.Close() })
 	return e
 }
 
-func labICMPConfig(mode ICMPMode, timeout time.Duration) ICMPConfig {
-	return ICMPConfig{
-		Config: Config{Policy: labOnly, Limiter: NewLimiter(10000), Timeout: timeout},
-		Mode:   mode, Contact: "https://example.org/cutoff-lab",
-	}
-}
-
-// probeWait sends one probe and waits for its result.
-func probeWait(t *testing.T, p Prober, tg Target) Result {
-	t.Helper()
-	ch := make(chan Result, 2)
-	if err := p.Probe(context.Background(), tg, func(r Result) { ch <- r }); err != nil {
-		t.Fatalf("Probe(%s): %v", tg, err)
-	}
-	select {
-	case r := <-ch:
-		select {
-		case r2 := <-ch:
-			t.Fatalf("done called twice: %+v then %+v", r, r2)
-		case <-time.After(50 * time.Millisecond):
-		}
-		return r
-	case <-time.After(10 * time.Second):
-		t.Fatalf("Probe(%s): no result after 10s", tg)
-	}
-	return Result{}
-}
-
-func icmpTarget(s string) Target { return Target{Kind: KindICMP, Addr: netip.MustParseAddr(s)} }
+func icmpTarget(a netip.Addr) prober.Target { return prober.Target{Kind: prober.KindICMP, Addr: a} }
 
 func TestICMPOutcomesLab(t *testing.T) {
-	n := newTestNet(t)
-	for _, mode := range []ICMPMode{ICMPRaw, ICMPPing} {
+	l := upLab(t, false)
+	responsive := hostWhere(t, l, "net0", func(h lab.Host) bool { return h.ICMP })
+	filtered := hostWhere(t, l, "net3", func(lab.Host) bool { return true })
+	cut := hostWhere(t, l, "net1", func(h lab.Host) bool { return h.ICMP })
+	// The border refuses one host of net2 ("administratively
+	// prohibited"); vp1's own routing refuses one of net0.
+	prohibited := hostWhere(t, l, "net2", func(h lab.Host) bool { return h.ICMP })
+	addRoute(t, l, "border", prohibited, unix.RTN_PROHIBIT)
+	local := silent(t, l, "net2")
+	addRoute(t, l, "vp1", local, unix.RTN_UNREACHABLE)
+	if err := l.Cut(context.Background(), "net1"); err != nil {
+		t.Fatal(err)
+	}
+	routers := func(a netip.Addr) bool { return labLinks.Contains(a) }
+	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
-			e := newICMPIn(t, n, n.Vantage, labICMPConfig(mode, 300*time.Millisecond))
-			if e.Mode() != mode {
-				t.Fatalf("mode %s, want %s", e.Mode(), mode)
-			}
+			e := labICMP(t, l, mode, 300*time.Millisecond)
 			tests := []struct {
 				name string
-				give string
-				want Outcome
-				from netip.Addr // responder
+				give netip.Addr
+				want prober.Outcome
+				from func(netip.Addr) bool // the responder
 			}{
-				{"responsive host", "198.19.128.7", Reply, netip.MustParseAddr("198.19.128.7")},
-				{"another responsive host", "198.19.255.254", Reply, netip.MustParseAddr("198.19.255.254")},
-				{"silent host", netSilent.String(), Timeout, netip.Addr{}},
-				{"host unreachable", netUnreach.String(), Unreachable, netRouter},
-				{"administratively prohibited", netProhibit.String(), Unreachable, netRouter},
+				{"responsive host", responsive, prober.Reply, func(a netip.Addr) bool { return a == responsive }},
+				{"silent address", silent(t, l, "net0"), prober.Timeout, netip.Addr.IsValid},
+				{"network filtering icmp", filtered, prober.Timeout, netip.Addr.IsValid},
+				{"behind a cut link", cut, prober.Unreachable, routers},
+				{"prohibited by the border", prohibited, prober.Unreachable, routers},
+				{"vantage's own route unreachable", local, prober.Error, netip.Addr.IsValid},
 			}
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
 					start := time.Now()
 					r := probeWait(t, e, icmpTarget(tt.give))
-					if r.Outcome != tt.want || r.Responder != tt.from {
-						t.Fatalf("outcome %s from %s (%s), want %s from %s", r.Outcome, r.Responder, r.Err, tt.want, tt.from)
+					if r.Outcome != tt.want {
+						t.Fatalf("outcome %s (%s) from %s, want %s", r.Outcome, r.Err, r.Responder, tt.want)
+					}
+					if tt.want == prober.Timeout || tt.want == prober.Error {
+						if r.Responder.IsValid() {
+							t.Errorf("responder %s for %s", r.Responder, r.Outcome)
+						}
+					} else if !tt.from(r.Responder) {
+						t.Errorf("responder %s", r.Responder)
 					}
 					if r.Target != icmpTarget(tt.give) {
 						t.Errorf("result target %s, want %s", r.Target, tt.give)
@@ -90,31 +83,33 @@ func TestICMPOutcomesLab(t *testing.T) {
 					if r.Sent.Before(start) || r.Sent.After(time.Now()) {
 						t.Errorf("sent %v outside the probe's lifetime", r.Sent)
 					}
-					if tt.want != Timeout && (r.RTT <= 0 || r.RTT > time.Second) {
+					if (tt.want == prober.Reply || tt.want == prober.Unreachable) && (r.RTT <= 0 || r.RTT > time.Second) {
 						t.Errorf("rtt %v", r.RTT)
 					}
 				})
 			}
 			st := e.Stats()
-			if st.Replies != 2 || st.Unreachable != 2 || st.Timeouts != 1 || st.Sent != 5 {
-				t.Errorf("stats %+v, want 2 replies, 2 unreachable, 1 timeout, 5 sent", st)
+			want := prober.ICMPStats{Sent: 5, SendErrors: 1, Replies: 1, Unreachable: 2, Timeouts: 2}
+			if st != want {
+				t.Errorf("stats %+v, want %+v", st, want)
 			}
 		})
 	}
 }
 
 func TestICMPRefusesOutsideLab(t *testing.T) {
-	n := newTestNet(t)
-	e := newICMPIn(t, n, n.Vantage, labICMPConfig(ICMPRaw, 300*time.Millisecond))
-	before := n.readSNMP(t, n.Vantage, "Icmp", "OutMsgs")
-	for _, a := range []string{"10.0.0.1", "127.0.0.1", "8.8.8.8", "175.45.176.1", "224.0.0.1", "0.0.0.0"} {
-		err := e.Probe(context.Background(), icmpTarget(a), func(r Result) { t.Errorf("done called for refused %s: %+v", a, r) })
-		if !errors.Is(err, ErrRefused) {
+	l := upLab(t, false)
+	e := labICMP(t, l, prober.ICMPRaw, 300*time.Millisecond)
+	before := readSNMP(t, l, "vp1", "Icmp", "OutMsgs")
+	for _, s := range []string{"10.0.0.1", "127.0.0.1", "8.8.8.8", "175.45.176.1", "224.0.0.1", "0.0.0.0", "198.20.0.1"} {
+		a := netip.MustParseAddr(s)
+		err := e.Probe(context.Background(), icmpTarget(a), func(r prober.Result) { t.Errorf("done called for refused %s: %+v", a, r) })
+		if !errors.Is(err, prober.ErrRefused) {
 			t.Errorf("Probe(%s) = %v, want ErrRefused", a, err)
 		}
 	}
 	time.Sleep(50 * time.Millisecond)
-	if after := n.readSNMP(t, n.Vantage, "Icmp", "OutMsgs"); after != before {
+	if after := readSNMP(t, l, "vp1", "Icmp", "OutMsgs"); after != before {
 		t.Errorf("vantage sent %d ICMP messages for refused targets", after-before)
 	}
 	if st := e.Stats(); st.Sent != 0 {
@@ -123,126 +118,85 @@ func TestICMPRefusesOutsideLab(t *testing.T) {
 }
 
 func TestICMPCloseCompletesInFlight(t *testing.T) {
-	n := newTestNet(t)
-	e := newICMPIn(t, n, n.Vantage, labICMPConfig(ICMPRaw, time.Hour))
-	ch := make(chan Result, 1)
-	if err := e.Probe(context.Background(), icmpTarget(netSilent.String()), func(r Result) { ch <- r }); err != nil {
+	l := upLab(t, false)
+	e := labICMP(t, l, prober.ICMPRaw, time.Hour)
+	ch := make(chan prober.Result, 1)
+	if err := e.Probe(context.Background(), icmpTarget(silent(t, l, "net0")), func(r prober.Result) { ch <- r }); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond)
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r := <-ch
-	if r.Outcome != Error {
-		t.Errorf("in-flight probe closed with %s, want error", r.Outcome)
+	select {
+	case r := <-ch:
+		if r.Outcome != prober.Error {
+			t.Errorf("in-flight probe closed with %s, want error", r.Outcome)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close left a probe without a result")
 	}
-	if err := e.Probe(context.Background(), icmpTarget("198.19.128.1"), func(Result) {}); !errors.Is(err, ErrClosed) {
+	err := e.Probe(context.Background(), icmpTarget(silent(t, l, "net0")), func(prober.Result) {})
+	if !errors.Is(err, prober.ErrClosed) {
 		t.Errorf("Probe after Close = %v, want ErrClosed", err)
 	}
 }
 
-// injector is a raw socket in the country namespace that sees the echo
-// requests reaching it and sends hand-made ICMP with any source address,
-// as an off-path forger or a replaying middlebox would.
-type injector struct {
-	fd int
-}
-
-func newInjector(t *testing.T, n *testNet) *injector {
-	t.Helper()
-	var in injector
-	err := n.Do(n.Country, func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
-		if err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_HDRINCL, 1); err != nil {
-			return err
-		}
-		tv := unix.NsecToTimeval(int64(2 * time.Second))
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return err
-		}
-		in.fd = fd
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(in.fd) })
-	return &in
-}
-
-// capture returns the next echo request to dst that reaches the country.
-func (in *injector) capture(t *testing.T, dst [4]byte) []byte {
-	t.Helper()
-	buf := make([]byte, 2048)
-	for {
-		k, _, err := unix.Recvfrom(in.fd, buf, 0)
-		if err != nil {
-			t.Fatalf("capture: %v", err)
-		}
-		_, m, ok := parseIPv4(buf[:k])
-		if ok && len(m) > 0 && m[0] == icmpEcho && [4]byte(buf[16:20]) == dst {
-			return append([]byte(nil), m...)
-		}
-	}
-}
-
-// send sends the ICMP message m from src to the vantage.
-func (in *injector) send(t *testing.T, src [4]byte, m []byte) {
-	t.Helper()
-	pkt := ipv4Packet(src, netVantage.As4(), 1, m)
-	if err := unix.Sendto(in.fd, pkt, 0, &unix.SockaddrInet4{Addr: netVantage.As4()}); err != nil {
-		t.Fatalf("inject: %v", err)
-	}
-}
-
+// TestICMPRejectsForgedRepliesLab sends a genuine probe, captures its
+// request where it lands, and then sends the vantage forged, misdirected,
+// wrong-ID, duplicated and replayed replies from the target's network.
 func TestICMPRejectsForgedRepliesLab(t *testing.T) {
-	n := newTestNet(t)
-	for _, mode := range []ICMPMode{ICMPRaw, ICMPPing} {
+	l := upLab(t, false)
+	vantage := l.Vantages()[0].Addr
+	target := hostWhere(t, l, "net0", func(h lab.Host) bool { return h.ICMP })
+	other := silent(t, l, "net0")
+	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
 			const timeout = 400 * time.Millisecond
-			e := newICMPIn(t, n, n.Vantage, labICMPConfig(mode, timeout))
-			in := newInjector(t, n)
-			target := netip.MustParseAddr("198.19.140.9")
-			dst := target.As4()
-			ch := make(chan Result, 4)
-			if err := e.Probe(context.Background(), icmpTarget(target.String()), func(r Result) { ch <- r }); err != nil {
+			e := labICMP(t, l, mode, timeout)
+			inj := newInjector(t, l, "net0")
+			ch := make(chan prober.Result, 4)
+			if err := e.Probe(context.Background(), icmpTarget(target), func(r prober.Result) { ch <- r }); err != nil {
 				t.Fatal(err)
 			}
-			req := in.capture(t, dst)
-			if r := <-ch; r.Outcome != Reply {
+			req := inj.capture(t, target)
+			if r := <-ch; r.Outcome != prober.Reply {
 				t.Fatalf("genuine probe: %s, want reply", r.Outcome)
 			}
 			base := e.Stats()
 
-			// Forged: our identifier and sequence, a guessed cookie.
-			forged := reply(req)
-			binary.BigEndian.PutUint64(forged[echoPayloadOff+16:], 0xdeadbeefcafef00d)
-			in.send(t, dst, fixChecksum(forged))
-			// Forged: a valid reply claimed by another source.
-			in.send(t, [4]byte{198, 19, 140, 10}, reply(req))
+			// Forged: the right identifier and sequence, a guessed cookie.
+			forged := echoReply(req)
+			binary.BigEndian.PutUint64(forged[8+16:], 0xdeadbeefcafef00d)
+			inj.send(t, target, vantage, fixChecksum(forged))
+			// Forged: a genuine reply claimed by another source.
+			inj.send(t, other, vantage, echoReply(req))
 			// Wrong identifier (a ping socket's kernel drops these
-			// before we see them).
-			wrong := reply(req)
+			// before the engine sees them).
+			wrong := echoReply(req)
 			wrong[4] ^= 0xff
-			in.send(t, dst, fixChecksum(wrong))
-			// Duplicated and replayed: the genuine reply again, twice.
-			in.send(t, dst, reply(req))
-			in.send(t, dst, reply(req))
-			waitStats(t, e, func(s ICMPStats) bool {
+			inj.send(t, target, vantage, fixChecksum(wrong))
+			// Duplicated, then replayed: the genuine reply twice more.
+			inj.send(t, target, vantage, echoReply(req))
+			inj.send(t, target, vantage, echoReply(req))
+			waitStats(t, e, func(s prober.ICMPStats) bool {
 				return s.Forged-base.Forged >= 2 && s.Duplicate-base.Duplicate >= 2
 			})
 			// Replayed after the probe's timeout: stale.
 			time.Sleep(timeout + 50*time.Millisecond)
-			in.send(t, dst, reply(req))
-			waitStats(t, e, func(s ICMPStats) bool { return s.Stale-base.Stale >= 1 })
+			inj.send(t, target, vantage, echoReply(req))
+			waitStats(t, e, func(s prober.ICMPStats) bool { return s.Stale-base.Stale >= 1 })
 
 			st := e.Stats()
-			if mode == ICMPRaw && st.WrongID-base.WrongID != 1 {
-				t.Errorf("wrong-id replies counted %d, want 1", st.WrongID-base.WrongID)
+			wantWrongID := uint64(0)
+			if mode == prober.ICMPRaw {
+				wantWrongID = 1
+			}
+			if st.WrongID-base.WrongID != wantWrongID {
+				t.Errorf("wrong-id replies counted %d, want %d", st.WrongID-base.WrongID, wantWrongID)
+			}
+			if st.Forged-base.Forged != 2 || st.Duplicate-base.Duplicate != 2 || st.Stale-base.Stale != 1 {
+				t.Errorf("stats %+v after %+v: want 2 forged, 2 duplicate, 1 stale", st, base)
 			}
 			if st.Replies != base.Replies {
 				t.Errorf("forged or replayed replies matched: %d replies, want %d", st.Replies, base.Replies)
@@ -256,7 +210,7 @@ func TestICMPRejectsForgedRepliesLab(t *testing.T) {
 	}
 }
 
-func waitStats(t *testing.T, e *ICMP, ok func(ICMPStats) bool) {
+func waitStats(t *testing.T, e *prober.ICMP, ok func(prober.ICMPStats) bool) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for !ok(e.Stats()) {
@@ -267,40 +221,46 @@ func waitStats(t *testing.T, e *ICMP, ok func(ICMPStats) bool) {
 	}
 }
 
-// TestICMPMixedLoadLab interleaves unreachable, silent and responsive
-// targets in a burst: ICMP errors must not disturb other probes (on ping
-// sockets an error also sets the socket's pending error, which the next
-// read or write reports). Only two unreachables per mode: the router's
-// kernel sends at most five such errors per source before limiting them
-// to one a second.
+// TestICMPMixedLoadLab interleaves silent, responsive and unreachable
+// targets in one burst: ICMP errors must not disturb other probes (on a
+// ping socket an error also sets the socket's pending error, which the
+// next write reports instead of sending). Only two unreachables per mode:
+// a router sends at most five errors for "unreachable" routes per source
+// before limiting them to one a second (net.ipv4.route.error_cost and
+// error_burst, which only the root namespace has).
 func TestICMPMixedLoadLab(t *testing.T) {
-	n := newTestNet(t)
-	for _, mode := range []ICMPMode{ICMPRaw, ICMPPing} {
+	l := upLab(t, false)
+	if err := l.Cut(context.Background(), "net1"); err != nil {
+		t.Fatal(err)
+	}
+	var responsive []netip.Addr
+	for _, nw := range []string{"net0", "net2"} {
+		for _, h := range network(t, l, nw).Hosts {
+			if h.ICMP {
+				responsive = append(responsive, h.Addr)
+			}
+		}
+	}
+	unreach := network(t, l, "net1").Hosts
+	quiet := silents(t, l, "net0", 100)
+	for _, mode := range modes {
 		t.Run(mode.String(), func(t *testing.T) {
-			e := newICMPIn(t, n, n.Vantage, labICMPConfig(mode, 500*time.Millisecond))
-			const rounds = 200
-			ch := make(chan Result, 3*rounds)
-			var count int
-			want := map[netip.Addr]Outcome{}
-			for i := range rounds {
-				kinds := []struct {
-					base netip.Addr
-					o    Outcome
-				}{{netSilent, Timeout}, {netip.MustParseAddr("198.19.130.0"), Reply}, {netUnreach, Unreachable}}
-				if i%100 != 50 {
-					kinds = kinds[:2]
-				}
-				for _, tg := range kinds {
-					a := tg.base.As4()
-					a[3] = byte(i)
-					want[netip.AddrFrom4(a)] = tg.o
-					count++
-					if err := e.Probe(context.Background(), Target{Kind: KindICMP, Addr: netip.AddrFrom4(a)}, func(r Result) { ch <- r }); err != nil {
-						t.Fatal(err)
-					}
+			e := labICMP(t, l, mode, 500*time.Millisecond)
+			want := map[netip.Addr]prober.Outcome{}
+			for i := range 100 {
+				want[quiet[i]] = prober.Timeout
+				want[responsive[i%len(responsive)]] = prober.Reply
+			}
+			for _, h := range unreach[:2] {
+				want[h.Addr] = prober.Unreachable
+			}
+			ch := make(chan prober.Result, len(want))
+			for a := range want {
+				if err := e.Probe(context.Background(), icmpTarget(a), func(r prober.Result) { ch <- r }); err != nil {
+					t.Fatal(err)
 				}
 			}
-			for range count {
+			for range len(want) {
 				r := <-ch
 				if w := want[r.Target.Addr]; r.Outcome != w {
 					t.Errorf("%s: %s (%s), want %s", r.Target.Addr, r.Outcome, r.Err, w)
