@@ -77,9 +77,9 @@ type DNS struct {
 // rejected.
 type DNSStats struct {
 	Sent, Replies, Refused, Unreachable, Timeouts, Errors uint64
-	TCPRetries uint64 // UDP answers that were truncated
-	Malformed  uint64 // answers that did not parse
-	Mismatched uint64 // answers whose ID or question did not match
+	TCPRetries                                            uint64 // UDP answers that were truncated
+	Malformed                                             uint64 // answers that did not parse
+	Mismatched                                            uint64 // answers whose ID or question did not match
 }
 
 // NewDNS makes a DNS engine whose sockets live in the network namespace
