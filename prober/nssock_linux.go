@@ -1,6 +1,7 @@
 package prober
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -112,15 +113,22 @@ func sockaddr(ap netip.AddrPort) unix.Sockaddr {
 // offender reads the socket's error queue and returns the address of the
 // router (or host) whose ICMP error is queued there, if any.
 func offender(fd int) netip.Addr {
+	_, from, _ := queuedICMP(fd)
+	return from
+}
+
+// queuedICMP takes the next ICMP error from the socket's error queue: the
+// error the kernel made of it and who sent it.
+func queuedICMP(fd int) (syscall.Errno, netip.Addr, bool) {
 	buf := make([]byte, 512)
 	oob := make([]byte, 512)
 	_, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
 	if err != nil {
-		return netip.Addr{}
+		return 0, netip.Addr{}, false
 	}
 	cms, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil {
-		return netip.Addr{}
+		return 0, netip.Addr{}, false
 	}
 	for _, cm := range cms {
 		isV4 := cm.Header.Level == unix.IPPROTO_IP && cm.Header.Type == unix.IP_RECVERR
@@ -132,16 +140,19 @@ func offender(fd int) netip.Addr {
 		if o := d[4]; o != unix.SO_EE_ORIGIN_ICMP && o != unix.SO_EE_ORIGIN_ICMP6 {
 			continue
 		}
-		// struct sock_extended_err, then the offender's sockaddr.
+		// struct sock_extended_err (errno first, host order), then
+		// the offender's sockaddr.
+		errno := syscall.Errno(binary.NativeEndian.Uint32(d[0:4]))
 		sa := d[16:]
-		switch fam := uint16(sa[0]) | uint16(sa[1])<<8; {
+		switch fam := binary.NativeEndian.Uint16(sa[0:2]); {
 		case fam == unix.AF_INET && len(sa) >= 8:
-			return netip.AddrFrom4([4]byte(sa[4:8]))
+			return errno, netip.AddrFrom4([4]byte(sa[4:8])), true
 		case fam == unix.AF_INET6 && len(sa) >= 24:
-			return netip.AddrFrom16([16]byte(sa[8:24])).Unmap()
+			return errno, netip.AddrFrom16([16]byte(sa[8:24])).Unmap(), true
 		}
+		return errno, netip.Addr{}, true
 	}
-	return netip.Addr{}
+	return 0, netip.Addr{}, false
 }
 
 // connectResult is what became of a TCP handshake.
@@ -197,16 +208,24 @@ func connect(s *nsSockets, src netip.Addr, dst netip.AddrPort, deadline time.Tim
 		case <-stop:
 		}
 	}()
-	var soerr int
-	calls := 0
+	var (
+		soerr   int
+		revents int16
+	)
 	werr := rc.Write(func(fd uintptr) bool {
-		// The first call comes before any wait: let the poller say
-		// when the handshake has ended.
-		if calls++; calls == 1 {
+		// Ask the socket itself rather than trusting the poller: an
+		// answer that came before the descriptor was registered left
+		// an edge that RawConn.Write's reset forgets.
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if n, _ := unix.Poll(p, 0); n <= 0 {
 			return false
 		}
+		revents = p[0].Revents
 		soerr, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
-		return true
+		// POLLOUT: connected (never set in SYN_SENT). POLLERR without a
+		// socket error: an ICMP error only queued (it came while
+		// connect still held the socket, so the kernel keeps trying).
+		return err != nil || soerr != 0 || revents&(unix.POLLOUT|unix.POLLERR) != 0
 	})
 	at := now()
 	res := connectResult{at: at}
@@ -222,11 +241,24 @@ func connect(s *nsSockets, src netip.Addr, dst netip.AddrPort, deadline time.Tim
 		res.outcome, res.err = Error, werr
 	case err != nil:
 		res.outcome, res.err = Error, os.NewSyscallError("getsockopt SO_ERROR", err)
-	case soerr == 0:
+	case soerr != 0:
+		res.outcome, res.err = classifyConnectErr(syscall.Errno(soerr))
+		switch res.outcome {
+		case Refused:
+			res.responder = dst.Addr()
+		case Unreachable:
+			res.responder = offender(fd)
+		}
+	case revents&unix.POLLOUT != 0:
 		res.outcome, res.responder, res.conn, res.fd = Reply, dst.Addr(), f, fd
 		return res
 	default:
-		res.outcome, res.responder, res.err = classifyConnectErr(syscall.Errno(soerr), dst.Addr(), fd)
+		if errno, from, ok := queuedICMP(fd); ok {
+			res.outcome, res.err = classifyConnectErr(errno)
+			res.responder = from
+		} else {
+			res.outcome, res.err = Error, errors.New("connect: socket reported an error but none is queued")
+		}
 	}
 	f.Close()
 	return res
@@ -234,14 +266,14 @@ func connect(s *nsSockets, src netip.Addr, dst netip.AddrPort, deadline time.Tim
 
 // classifyConnectErr judges an error that ended a handshake after it
 // started (so it came from the network, not from local routing).
-func classifyConnectErr(e syscall.Errno, dst netip.Addr, fd int) (Outcome, netip.Addr, error) {
+func classifyConnectErr(e syscall.Errno) (Outcome, error) {
 	switch e {
 	case unix.ECONNREFUSED:
-		return Refused, dst, nil
+		return Refused, nil
 	case unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN, unix.ENONET, unix.EACCES, unix.EPROTO:
-		return Unreachable, offender(fd), nil
+		return Unreachable, nil
 	case unix.ETIMEDOUT:
-		return Timeout, netip.Addr{}, nil
+		return Timeout, nil
 	}
-	return Error, netip.Addr{}, os.NewSyscallError("connect", e)
+	return Error, os.NewSyscallError("connect", e)
 }
