@@ -3,6 +3,7 @@
 package prober_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -162,6 +163,9 @@ func TestICMPRejectsForgedRepliesLab(t *testing.T) {
 				t.Fatal(err)
 			}
 			req := inj.capture(t, target)
+			if want := "cutoff reachability measurement; opt out: https://example.org/cutoff-lab"; !bytes.HasSuffix(req, []byte(want)) {
+				t.Errorf("request payload %q does not end with %q", req, want)
+			}
 			if r := <-ch; r.Outcome != prober.Reply {
 				t.Fatalf("genuine probe: %s, want reply", r.Outcome)
 			}
@@ -273,4 +277,54 @@ func TestICMPMixedLoadLab(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestICMPAutoModeLab checks the automatic choice: a raw socket with
+// CAP_NET_RAW, else a ping socket (allowed in the lab's vantages by
+// net.ipv4.ping_group_range), which then works end to end. Capabilities
+// are per thread, so the fallback is provoked by dropping CAP_NET_RAW
+// from the effective set of the locked thread only, and restoring it.
+func TestICMPAutoModeLab(t *testing.T) {
+	l := upLab(t, false)
+	target := hostWhere(t, l, "net0", func(h lab.Host) bool { return h.ICMP })
+	cfg := prober.ICMPConfig{Config: prober.Config{Policy: labOnly, Timeout: 300 * time.Millisecond}}
+	raw := in(t, l, "vp1", func() (*prober.ICMP, error) { return prober.NewICMP(cfg) })
+	if raw.Mode() != prober.ICMPRaw {
+		t.Errorf("as root: mode %s, want raw", raw.Mode())
+	}
+	ping := in(t, l, "vp1", func() (*prober.ICMP, error) {
+		var e *prober.ICMP
+		err := withoutNetRaw(func() error {
+			var err error
+			e, err = prober.NewICMP(cfg)
+			return err
+		})
+		return e, err
+	})
+	if ping.Mode() != prober.ICMPPing {
+		t.Errorf("without CAP_NET_RAW: mode %s, want ping", ping.Mode())
+	}
+	if r := probeWait(t, ping, icmpTarget(target)); r.Outcome != prober.Reply {
+		t.Errorf("ping-socket probe: %s (%s), want reply", r.Outcome, r.Err)
+	}
+}
+
+// withoutNetRaw runs fn with CAP_NET_RAW dropped from the calling
+// thread's effective capabilities (the caller holds a locked thread).
+func withoutNetRaw(fn func() error) error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return err
+	}
+	saved := data
+	data[unix.CAP_NET_RAW/32].Effective &^= 1 << (unix.CAP_NET_RAW % 32)
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return err
+	}
+	ferr := fn()
+	if err := unix.Capset(&hdr, &saved[0]); err != nil {
+		panic("cannot restore CAP_NET_RAW on this thread: " + err.Error())
+	}
+	return ferr
 }
