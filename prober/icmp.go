@@ -242,9 +242,14 @@ func (e *ICMP) Close() error {
 		e.mu.Lock() // wait for Probe calls to leave
 		e.closed = true
 		e.mu.Unlock()
-		e.sender.Wait()
+		// Closing the socket first ends a write blocked on a full
+		// buffer, and the receiver.
 		err = e.pc.Close()
+		e.sender.Wait()
 		e.others.Wait()
+		// A Probe that won its race against quit may have queued
+		// after the sender's last drain; none can queue now.
+		e.drain()
 		e.m.mu.Lock()
 		cs := e.m.abandon(nil)
 		e.m.mu.Unlock()
