@@ -78,6 +78,8 @@ func TestHelpAndUsage(t *testing.T) {
 		{"bad address", []string{"targets", "add", "--country", "KP", "--kind", "tcp", "--addr", "175.45.176.300", "--port", "80"}, exitUsage, "not an IP address"},
 		{"tcp without port", []string{"targets", "add", "--country", "KP", "--kind", "tcp", "--addr", "175.45.176.1"}, exitUsage, "need a port"},
 		{"unknown kind", []string{"targets", "add", "--country", "KP", "--kind", "udp", "--addr", "175.45.176.1"}, exitUsage, "not icmp, tcp or dns"},
+		{"correlate bad interval", []string{"correlate", "--interval", "0s"}, exitUsage, "--interval"},
+		{"correlate bad time", []string{"correlate", "--recompute-from", "yesterday"}, exitUsage, "not a time"},
 		{"control with country", []string{"targets", "add", "--control", "--country", "KP", "--kind", "icmp", "--addr", "192.0.2.1"}, exitUsage, "not both"},
 	}
 	for _, tt := range tests {
@@ -279,5 +281,16 @@ func TestTargetsAddRemove(t *testing.T) {
 	code, _, errOut := cli(t, "targets", "list", "--db", db, "--country", "IR")
 	if code != exitFailure || !strings.Contains(errOut, "IR is not watched") {
 		t.Fatalf("list of an unknown country: exit %d: %s", code, errOut)
+	}
+}
+
+func TestCorrelateCommand(t *testing.T) {
+	t.Parallel()
+	db := pgtest.URL(t)
+	if out := mustCLI(t, "correlate", "--db", db); !strings.Contains(out, "nothing new") {
+		t.Fatalf("correlate on an empty database: %s", out)
+	}
+	if out := mustCLI(t, "correlate", "--db", db, "--recompute-from", "2014-12-22"); !strings.Contains(out, "recomputed from 2014-12-22T00:00:00Z") {
+		t.Fatalf("recompute: %s", out)
 	}
 }
