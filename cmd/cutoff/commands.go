@@ -6,5 +6,6 @@ func commands() []*command {
 		migrateCmd(),
 		targetsCmd(),
 		correlateCmd(),
+		reportCmd(),
 	}
 }

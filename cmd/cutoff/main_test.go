@@ -294,3 +294,68 @@ func TestCorrelateCommand(t *testing.T) {
 		t.Fatalf("recompute: %s", out)
 	}
 }
+
+func TestReportCommand(t *testing.T) {
+	t.Parallel()
+	db := pgtest.URL(t)
+	fixture, err := os.ReadFile("../../store/report/testdata/history.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := func(sql string) {
+		t.Helper()
+		conn, err := pgx.Connect(context.Background(), db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(string(fixture))
+	period := []string{"--db", db, "--since", "2014-12-21T12:00:00Z", "--until", "2014-12-23T18:00:00Z"}
+
+	out := mustCLI(t, append([]string{"report", "--country", "kp"}, period...)...)
+	if !strings.Contains(out, "3 outages") || !strings.Contains(out, "2014-12-22 16:15:04 ±24s") {
+		t.Fatalf("text report:\n%s", out)
+	}
+	if code, _, _ := cli(t, append([]string{"report", "--all", "--fail-on-outage"}, period...)...); code != exitOK {
+		t.Fatalf("--fail-on-outage after the outages: exit %d, want 0", code)
+	}
+	html := filepath.Join(t.TempDir(), "kp.html")
+	mustCLI(t, append([]string{"report", "--country", "KP", "--format", "html", "--out", html}, period...)...)
+	if b, err := os.ReadFile(html); err != nil || !strings.Contains(string(b), `data-state="down"`) {
+		t.Fatalf("html report: %v", err)
+	}
+	if out := mustCLI(t, "report", "--schema"); !strings.Contains(out, `"$schema"`) {
+		t.Fatalf("--schema: %s", out)
+	}
+
+	// The outage of the 22nd is still going on.
+	exec(`DELETE FROM country_intervals WHERE lower(during) > '2014-12-22 16:15:04Z';
+		UPDATE country_intervals SET during = tstzrange(lower(during), NULL) WHERE lower(during) = '2014-12-22 16:15:04Z'`)
+	code, out, errOut := cli(t, "report", "--db", db, "--country", "KP", "--since", "2014-12-21", "--format", "json", "--fail-on-outage")
+	if code != exitOutage || !strings.Contains(out, `"ongoing": true`) || !strings.Contains(errOut, "outage is ongoing") {
+		t.Fatalf("--fail-on-outage during the outage: exit %d, want 3\n%s", code, errOut)
+	}
+
+	tests := []struct {
+		name string
+		give []string
+		want string
+	}{
+		{"unknown country", []string{"--country", "IR"}, "IR is not watched"},
+		{"no country", nil, "--country"},
+		{"both", []string{"--country", "KP", "--all"}, "--country"},
+		{"bad format", []string{"--all", "--format", "pdf"}, "--format"},
+		{"bad since", []string{"--all", "--since", "last week"}, "--since"},
+		{"inverted", []string{"--all", "--since", "2014-12-23", "--until", "2014-12-22"}, "before --until"},
+	}
+	for _, tt := range tests {
+		code, _, errOut := cli(t, append(append([]string{"report", "--db", db}, tt.give...))...)
+		if code != exitUsage || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%s: exit %d, want 2 mentioning %q: %s", tt.name, code, tt.want, errOut)
+		}
+	}
+}
