@@ -353,7 +353,7 @@ func TestReportCommand(t *testing.T) {
 		{"inverted", []string{"--all", "--since", "2014-12-23", "--until", "2014-12-22"}, "before --until"},
 	}
 	for _, tt := range tests {
-		code, _, errOut := cli(t, append(append([]string{"report", "--db", db}, tt.give...))...)
+		code, _, errOut := cli(t, append([]string{"report", "--db", db}, tt.give...)...)
 		if code != exitUsage || !strings.Contains(errOut, tt.want) {
 			t.Errorf("%s: exit %d, want 2 mentioning %q: %s", tt.name, code, tt.want, errOut)
 		}
