@@ -146,6 +146,9 @@ func Run(ctx context.Context, l *Lab, sc *Scenario, opt RunOptions) (*RunResult,
 		}
 	}
 	r.wg.Wait()
+	if r.owned != nil {
+		r.owned.Close()
+	}
 	end := r.opt.Now()
 	r.res.EndedAt = &end
 	if werr := r.writeFile(); werr != nil {
@@ -158,6 +161,7 @@ type openKey struct{ target, fault string }
 
 type runner struct {
 	l     *Lab
+	owned *Lab // a Lab the runner opened itself, closed at the end
 	sc    *Scenario
 	opt   RunOptions
 	scale float64
@@ -207,7 +211,7 @@ func (r *runner) play(ctx context.Context) (ended bool, err error) {
 			}
 		}
 		now := r.opt.Now()
-		r.opt.Log.Info("scenario event", "line", e.Line, "event", e.String())
+		r.opt.Log.Debug("scenario event", "line", e.Line, "event", e.String())
 		if r.opt.OnEvent != nil {
 			r.opt.OnEvent(e, now, r.story(now))
 		}
@@ -223,13 +227,20 @@ func (r *runner) play(ctx context.Context) (ended bool, err error) {
 
 func (r *runner) apply(ctx context.Context, e Event) error {
 	if e.Op == "up" {
-		up := r.opt.Up
-		if up == nil {
-			up = func(ctx context.Context) (*Lab, error) { return Up(ctx, r.l.Config()) }
-		}
 		// Up repairs the lab, ending every fault.
 		r.stopDecays()
-		l, err := up(ctx)
+		var l *Lab
+		var err error
+		if r.opt.Up != nil {
+			l, err = r.opt.Up(ctx)
+		} else {
+			if l, err = Up(ctx, r.l.Config()); err == nil {
+				if r.owned != nil {
+					r.owned.Close()
+				}
+				r.owned = l // only its handles: the lab stays up
+			}
+		}
 		if err != nil {
 			return err
 		}
