@@ -18,7 +18,7 @@ func TestLabTruth(t *testing.T) {
 	story := time.Date(2014, 12, 22, 16, 15, 0, 0, time.UTC)
 	cut := store.LabTruth{RunID: "r1", Seq: 1, Scenario: "dec2014", Country: "XL", Target: "border", Fault: "cut",
 		Prefixes: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/24"), netip.MustParsePrefix("198.19.1.0/24")},
-		Line: 7, StartedAt: start, StoryStart: &story}
+		Line:     7, StartedAt: start, StoryStart: &story}
 	vp := store.LabTruth{RunID: "r1", Seq: 2, Scenario: "dec2014", Target: "vantage:vp1", Fault: "cut", StartedAt: start}
 	for _, tt := range []store.LabTruth{cut, vp} {
 		if err := st.RecordLabTruth(ctx, tt); err != nil {
