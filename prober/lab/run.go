@@ -97,6 +97,10 @@ func Run(ctx context.Context, l *Lab, sc *Scenario, opt RunOptions) (*RunResult,
 	if r.opt.Now == nil {
 		r.opt.Now = time.Now
 	}
+	// PostgreSQL keeps microseconds: record exactly what it will store,
+	// so the JSON file and lab_truth agree.
+	clock := r.opt.Now
+	r.opt.Now = func() time.Time { return clock().UTC().Truncate(time.Microsecond) }
 	if r.opt.Log == nil {
 		r.opt.Log = slog.New(slog.DiscardHandler)
 	}
@@ -183,7 +187,7 @@ func (r *runner) story(wall time.Time) *time.Time {
 	if r.sc.Start.IsZero() {
 		return nil
 	}
-	s := r.sc.Start.Add(time.Duration(float64(wall.Sub(r.t0)) * r.scale)).UTC()
+	s := r.sc.Start.Add(time.Duration(float64(wall.Sub(r.t0)) * r.scale)).UTC().Truncate(time.Microsecond)
 	return &s
 }
 
