@@ -5,6 +5,7 @@ func commands() []*command {
 	return []*command{
 		migrateCmd(),
 		targetsCmd(),
+		labCmd(),
 		correlateCmd(),
 		reportCmd(),
 	}

@@ -16,7 +16,12 @@ import (
 	"github.com/cutoffnet/cutoff/store/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(asCLI) == "1" {
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
+	pgtest.Main(m)
+}
 
 const (
 	apnicSample = "../../store/rir/testdata/delegated-apnic-extended-sample"
