@@ -4,9 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/cutoffnet/cutoff/store"
+	"github.com/cutoffnet/cutoff/store/alert"
 	"github.com/cutoffnet/cutoff/store/correlate"
 )
 
@@ -27,12 +29,18 @@ results within seconds. Re-running over the same data changes nothing.`,
 			from := fs.String("recompute-from", "", "recompute everything from this time (RFC 3339 or YYYY-MM-DD), whatever was done before")
 			massShare := fs.Float64("mass-share", correlate.DefaultMassFailure.Share, "set a vantage aside when this share of its blocks outside the worst-hit country goes down at once")
 			massMin := fs.Int("mass-min", correlate.DefaultMassFailure.MinOthers, "...counting only when it probes at least this many such blocks")
+			webhook := fs.String("webhook", "", "POST a JSON event to this URL when a country or network outage starts or ends (retried with backoff; never blocks correlation)")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
 				}
 				if *interval <= 0 {
 					return usagef("--interval must be positive")
+				}
+				if *webhook != "" {
+					if u, err := url.Parse(*webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+						return usagef("--webhook %q: want an http(s) URL", *webhook)
+					}
 				}
 				if *massShare <= 0 || *massShare > 1 {
 					return usagef("--mass-share %v: want a share in (0, 1]", *massShare)
@@ -50,10 +58,32 @@ results within seconds. Re-running over the same data changes nothing.`,
 					return err
 				}
 				defer st.Close()
-				c := correlate.New(st.Pool(), correlate.Config{
+				cfg := correlate.Config{
 					Mass: correlate.MassFailure{Share: *massShare, MinOthers: *massMin},
 					Log:  a.log,
-				})
+				}
+				var hook *alert.Webhook
+				done := make(chan struct{})
+				if *webhook != "" {
+					hook = &alert.Webhook{URL: *webhook, Log: a.log}
+					cfg.Events = hook.Notify
+					hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+					go func() { hook.Run(hctx); close(done) }()
+					defer func() {
+						// Give queued events a moment to go out on exit.
+						deadline := time.Now().Add(10 * time.Second)
+						for time.Now().Before(deadline) {
+							d, f, dr := hook.Stats()
+							if d+f+dr == hook.Queued() {
+								break
+							}
+							time.Sleep(50 * time.Millisecond)
+						}
+						cancel()
+						<-done
+					}()
+				}
+				c := correlate.New(st.Pool(), cfg)
 				if !since.IsZero() {
 					s, err := c.Recompute(ctx, since)
 					if err != nil {

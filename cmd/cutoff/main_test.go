@@ -84,6 +84,7 @@ func TestHelpAndUsage(t *testing.T) {
 		{"tcp without port", []string{"targets", "add", "--country", "KP", "--kind", "tcp", "--addr", "175.45.176.1"}, exitUsage, "need a port"},
 		{"unknown kind", []string{"targets", "add", "--country", "KP", "--kind", "udp", "--addr", "175.45.176.1"}, exitUsage, "not icmp, tcp or dns"},
 		{"correlate bad interval", []string{"correlate", "--interval", "0s"}, exitUsage, "--interval"},
+		{"correlate bad webhook", []string{"correlate", "--webhook", "hooks.example"}, exitUsage, "http(s) URL"},
 		{"correlate bad time", []string{"correlate", "--recompute-from", "yesterday"}, exitUsage, "not a time"},
 		{"control with country", []string{"targets", "add", "--control", "--country", "KP", "--kind", "icmp", "--addr", "192.0.2.1"}, exitUsage, "not both"},
 	}

@@ -640,6 +640,14 @@ func collectEvents(t table, kd keyed, before, after []row, events *[]Event) {
 		return m
 	}
 	was, is := down(before), down(after)
+	overlapping := func(r row) (row, bool) {
+		for _, o := range was {
+			if o.from < r.to && r.from < o.to {
+				return o, true
+			}
+		}
+		return row{}, false
+	}
 	mk := func(kind string, r row) Event {
 		e := Event{Kind: kind, Scope: scope, Start: fromMicros(r.from), BlocksTotal: r.total, BlocksDown: r.down}
 		if r.to != open {
@@ -660,13 +668,16 @@ func collectEvents(t table, kd keyed, before, after []row, events *[]Event) {
 	sort.Slice(froms, func(i, j int) bool { return froms[i] < froms[j] })
 	for _, f := range froms {
 		r := is[f]
-		old, existed := was[f]
-		if !existed {
+		// An outage already known (perhaps with its start moved by late
+		// results) is not news; its end is, once.
+		old, known := overlapping(r)
+		switch {
+		case !known:
 			*events = append(*events, mk("outage_started", r))
 			if r.to != open {
 				*events = append(*events, mk("outage_ended", r))
 			}
-		} else if old.to == open && r.to != open {
+		case old.to == open && r.to != open:
 			*events = append(*events, mk("outage_ended", r))
 		}
 	}

@@ -491,3 +491,50 @@ func TestPropertyIncrementalEqualsOnePass(t *testing.T) {
 		})
 	}
 }
+
+// TestEvents: an outage is announced once when it starts and once when it
+// ends, however many passes see it.
+func TestEvents(t *testing.T) {
+	t.Parallel()
+	st := pgtest.New(t)
+	w := newWorld()
+	w.blockDown = between(0, 30*time.Minute, 45*time.Minute)
+	w.setup(t, st)
+	var events []correlate.Event
+	c := correlate.New(st.Pool(), correlate.Config{Events: func(e correlate.Event) { events = append(events, e) }})
+	all := w.batch()
+	sort.Slice(all.Observations, func(i, j int) bool { return all.Observations[i].At.Before(all.Observations[j].At) })
+	// Feed the results in ten-minute slices, a pass after each.
+	for cut := w.t0.Add(10 * time.Minute); !cut.After(w.t0.Add(w.span + 10*time.Minute)); cut = cut.Add(10 * time.Minute) {
+		var b store.Batch
+		for _, o := range all.Observations {
+			if !o.At.Before(cut.Add(-10*time.Minute)) && o.At.Before(cut) {
+				b.Observations = append(b.Observations, o)
+			}
+		}
+		for _, r := range all.Results {
+			if !r.SentAt.Before(cut.Add(-10*time.Minute)) && r.SentAt.Before(cut) {
+				b.Results = append(b.Results, r)
+			}
+		}
+		ingest(t, st, b)
+		if _, err := c.Pass(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := map[string]int{}
+	for _, e := range events {
+		count[e.Scope+" "+e.Kind]++
+	}
+	want := map[string]int{"country outage_started": 1, "country outage_ended": 1, "network outage_started": 4, "network outage_ended": 4}
+	for k, n := range want {
+		if count[k] != n {
+			t.Fatalf("events %v, want %v", count, want)
+		}
+	}
+	for _, e := range events {
+		if e.Scope == "country" && e.Kind == "outage_ended" && e.End.Sub(e.Start).Round(time.Minute) != 15*time.Minute {
+			t.Fatalf("country outage event %+v, want 15 minutes", e)
+		}
+	}
+}
