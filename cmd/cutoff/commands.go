@@ -8,5 +8,6 @@ func commands() []*command {
 		labCmd(),
 		correlateCmd(),
 		reportCmd(),
+		vantageCmd(),
 	}
 }

@@ -365,3 +365,34 @@ func TestReportCommand(t *testing.T) {
 		}
 	}
 }
+
+func TestVantageList(t *testing.T) {
+	t.Parallel()
+	db := pgtest.URL(t)
+	if out := mustCLI(t, "vantage", "list", "--db", db); !strings.Contains(out, "no vantages") {
+		t.Fatalf("empty: %s", out)
+	}
+	conn, err := pgx.Connect(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for _, sql := range []string{
+		`SELECT cutoff_vantage_heartbeat('vp1', 660, 5, 2500, 4096, 12, now() - interval '5 minutes', 100, '{KP}', 'v1', 'tokyo')`,
+		`INSERT INTO probe_results (vantage, kind, addr, sent_at, outcome) VALUES ('vp1', 'icmp', '175.45.176.1', now(), 'timeout'), ('vp1', 'icmp', '175.45.176.2', now() - interval '2 hours', 'timeout')`,
+		`INSERT INTO vantage_health (vantage, during, state, reason) VALUES ('vp1', tstzrange(now() - interval '1 hour', NULL), 'unhealthy', 'control targets unanswered')`,
+	} {
+		if _, err := conn.Exec(context.Background(), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := mustCLI(t, "vantage", "list", "--db", db)
+	for _, want := range []string{"vp1", "12 (4.0 KiB), oldest 5m", "+2500ms (!)", "unhealthy: control targets unanswered", "11m0s", "KP"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("vantage list lacks %q:\n%s", want, out)
+		}
+	}
+	if fields := strings.Fields(strings.Split(out, "\n")[1]); fields[3] != "1" {
+		t.Fatalf("results in the last hour: %q, want 1\n%s", fields[3], out)
+	}
+}
