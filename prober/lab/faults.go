@@ -349,12 +349,13 @@ type Status struct {
 
 // LinkStatus is one link's state; Target is its fault name, if any.
 type LinkStatus struct {
-	Up, Down string        // namespaces at either end
-	Target   string        `json:"target,omitempty"`
-	Subnet   netip.Prefix  `json:"subnet"`
-	IsUp     bool          `json:"up"` // the upstream end is up
-	Loss     int           `json:"loss_percent"`
-	Delay    time.Duration `json:"delay"`
+	Up     string        `json:"upstream"` // namespaces at either end
+	Down   string        `json:"downstream"`
+	Target string        `json:"target,omitempty"`
+	Subnet netip.Prefix  `json:"subnet"`
+	IsUp   bool          `json:"up"` // the upstream end is up
+	Loss   int           `json:"loss_percent"`
+	Delay  time.Duration `json:"delay"`
 }
 
 // NetworkStatus counts a network's hosts that still have their address.

@@ -91,6 +91,10 @@ func deleteNamespace(name string) error {
 	return nil
 }
 
+// Namespaces lists the namespaces of the lab with this prefix, whether or
+// not the lab is whole.
+func Namespaces(prefix string) ([]string, error) { return namespacesOf(prefix) }
+
 // namespacesOf lists the namespaces that belong to the lab with this
 // prefix: "<prefix>-<role>" where role has no dash. Roles never contain a
 // dash, so the prefix is everything before the last dash and a lab never
