@@ -45,23 +45,78 @@ type partitions struct {
 
 func dayOf(t time.Time) int64 { return t.Unix() / 86400 }
 
-// Ingest stores results, each exactly once: results already stored (a
+// Observation is one visit's verdict on one block, as stored in
+// observations. A verdict on a pooled unit is one Observation per block.
+type Observation struct {
+	Vantage string
+	Block   netip.Prefix
+	Unit    netip.Prefix // the judged unit; equal to Block unless pooled
+	At      time.Time    // when the verdict was reached
+	SentAt  time.Time    // when the visit's first probe left
+	Round   int64
+	State   string // up, down, uncertain or unmeasurable
+	Belief  float64
+	Probes  int
+	Replies int
+}
+
+var observationColumns = []string{"vantage", "block", "unit", "at", "sent_at", "round", "state", "belief", "probes", "replies"}
+
+// Batch is what a vantage sends in one go.
+type Batch struct {
+	Results      []Result
+	Observations []Observation
+}
+
+// Len is the number of rows in the batch.
+func (b *Batch) Len() int { return len(b.Results) + len(b.Observations) }
+
+// Counts says how many rows of a batch were new.
+type Counts struct {
+	Results, Observations int64
+}
+
+// table describes one day-partitioned table that Ingest writes.
+type table struct {
+	name    string
+	columns []string
+	rows    func() pgx.CopyFromSource
+	n       int
+	times   func(i int) time.Time // the partition key of row i
+	vantage func(i int) string
+}
+
+func (b *Batch) tables() []table {
+	rs, os := b.Results, b.Observations
+	return []table{
+		{name: "probe_results", columns: resultColumns, n: len(rs),
+			rows:    func() pgx.CopyFromSource { return &resultRows{rs: rs} },
+			times:   func(i int) time.Time { return rs[i].SentAt },
+			vantage: func(i int) string { return rs[i].Vantage }},
+		{name: "observations", columns: observationColumns, n: len(os),
+			rows:    func() pgx.CopyFromSource { return &observationRows{os: os} },
+			times:   func(i int) time.Time { return os[i].At },
+			vantage: func(i int) string { return os[i].Vantage }},
+	}
+}
+
+// Ingest stores a batch, each row exactly once: rows already stored (a
 // vantage re-sending after a lost acknowledgement, or replaying its spool)
 // are dropped, not counted and not an error. It returns how many rows were
-// new. The whole batch commits or none of it does, together with its line
-// in ingest_log, which tells the correlator what changed.
+// new. The whole batch commits or none of it does, together with its lines
+// in ingest_log, which tell the correlator what changed.
 //
-// The fast path COPYs straight into probe_results; only when that meets a
-// duplicate does the batch go through a staging table and
+// The fast path COPYs straight into each table; only when that meets a
+// duplicate does the table's share go through a staging table and
 // INSERT … ON CONFLICT DO NOTHING.
-func (s *Store) Ingest(ctx context.Context, rs []Result) (int64, error) {
-	if len(rs) == 0 {
-		return 0, nil
+func (s *Store) Ingest(ctx context.Context, b Batch) (Counts, error) {
+	if b.Len() == 0 {
+		return Counts{}, nil
 	}
-	if err := s.ensurePartitions(ctx, rs); err != nil {
-		return 0, err
+	if err := s.ensurePartitions(ctx, &b); err != nil {
+		return Counts{}, err
 	}
-	n, err := s.ingest(ctx, rs)
+	n, err := s.ingest(ctx, &b)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23514" {
 		// "no partition of relation found for row": a partition was
@@ -69,46 +124,58 @@ func (s *Store) Ingest(ctx context.Context, rs []Result) (int64, error) {
 		s.parts.mu.Lock()
 		s.parts.days = nil
 		s.parts.mu.Unlock()
-		if err := s.ensurePartitions(ctx, rs); err != nil {
-			return 0, err
+		if err := s.ensurePartitions(ctx, &b); err != nil {
+			return Counts{}, err
 		}
-		n, err = s.ingest(ctx, rs)
+		n, err = s.ingest(ctx, &b)
 	}
 	return n, err
 }
 
-func (s *Store) ingest(ctx context.Context, rs []Result) (int64, error) {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("ingest: %w", err)
-	}
-	defer tx.Rollback(ctx)
-
-	inserted, err := copyDirect(ctx, tx, rs)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-		inserted, err = copyDedup(ctx, tx, rs)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("ingest %d results: %w", len(rs), err)
-	}
-	if err := logIngest(ctx, tx, rs, inserted); err != nil {
-		return 0, fmt.Errorf("ingest: log: %w", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("ingest: commit: %w", err)
-	}
-	return inserted, nil
+// IngestResults stores results alone; see Ingest.
+func (s *Store) IngestResults(ctx context.Context, rs []Result) (int64, error) {
+	n, err := s.Ingest(ctx, Batch{Results: rs})
+	return n.Results, err
 }
 
-// copyDirect copies into probe_results inside a savepoint, so that a
+func (s *Store) ingest(ctx context.Context, b *Batch) (Counts, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return Counts{}, fmt.Errorf("ingest: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	var inserted [2]int64
+	for i, t := range b.tables() {
+		if t.n == 0 {
+			continue
+		}
+		n, err := copyDirect(ctx, tx, t)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+			n, err = copyDedup(ctx, tx, t)
+		}
+		if err != nil {
+			return Counts{}, fmt.Errorf("ingest %d rows into %s: %w", t.n, t.name, err)
+		}
+		if err := logIngest(ctx, tx, t, n); err != nil {
+			return Counts{}, fmt.Errorf("ingest: log: %w", err)
+		}
+		inserted[i] = n
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Counts{}, fmt.Errorf("ingest: commit: %w", err)
+	}
+	return Counts{Results: inserted[0], Observations: inserted[1]}, nil
+}
+
+// copyDirect copies into the table inside a savepoint, so that a
 // duplicate key leaves the transaction usable for the slow path.
-func copyDirect(ctx context.Context, tx pgx.Tx, rs []Result) (int64, error) {
+func copyDirect(ctx context.Context, tx pgx.Tx, t table) (int64, error) {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
-	n, err := sp.CopyFrom(ctx, pgx.Identifier{"probe_results"}, resultColumns, &resultRows{rs: rs})
+	n, err := sp.CopyFrom(ctx, pgx.Identifier{t.name}, t.columns, t.rows())
 	if err != nil {
 		sp.Rollback(ctx)
 		return 0, err
@@ -116,44 +183,45 @@ func copyDirect(ctx context.Context, tx pgx.Tx, rs []Result) (int64, error) {
 	return n, sp.Commit(ctx)
 }
 
-func copyDedup(ctx context.Context, tx pgx.Tx, rs []Result) (int64, error) {
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS probe_results_in
-		(LIKE probe_results INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
+func copyDedup(ctx context.Context, tx pgx.Tx, t table) (int64, error) {
+	staging := t.name + "_in"
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS `+staging+`
+		(LIKE `+t.name+` INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
 		return 0, fmt.Errorf("staging table: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `TRUNCATE probe_results_in`); err != nil {
+	if _, err := tx.Exec(ctx, `TRUNCATE `+staging); err != nil {
 		return 0, fmt.Errorf("staging table: %w", err)
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"probe_results_in"}, resultColumns, &resultRows{rs: rs}); err != nil {
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{staging}, t.columns, t.rows()); err != nil {
 		return 0, fmt.Errorf("copy to staging: %w", err)
 	}
-	tag, err := tx.Exec(ctx, `INSERT INTO probe_results SELECT * FROM probe_results_in ON CONFLICT DO NOTHING`)
+	tag, err := tx.Exec(ctx, `INSERT INTO `+t.name+` SELECT * FROM `+staging+` ON CONFLICT DO NOTHING`)
 	if err != nil {
 		return 0, fmt.Errorf("insert from staging: %w", err)
 	}
 	return tag.RowsAffected(), nil
 }
 
-// logIngest writes one ingest_log line per vantage in the batch.
-func logIngest(ctx context.Context, tx pgx.Tx, rs []Result, inserted int64) error {
+// logIngest writes one ingest_log line per vantage of the table's rows.
+func logIngest(ctx context.Context, tx pgx.Tx, t table, inserted int64) error {
 	type span struct {
 		n           int
 		first, last time.Time
 	}
 	spans := map[string]*span{}
-	for i := range rs {
-		r := &rs[i]
-		sp := spans[r.Vantage]
+	for i := 0; i < t.n; i++ {
+		v, at := t.vantage(i), t.times(i)
+		sp := spans[v]
 		if sp == nil {
-			spans[r.Vantage] = &span{n: 1, first: r.SentAt, last: r.SentAt}
+			spans[v] = &span{n: 1, first: at, last: at}
 			continue
 		}
 		sp.n++
-		if r.SentAt.Before(sp.first) {
-			sp.first = r.SentAt
+		if at.Before(sp.first) {
+			sp.first = at
 		}
-		if r.SentAt.After(sp.last) {
-			sp.last = r.SentAt
+		if at.After(sp.last) {
+			sp.last = at
 		}
 	}
 	names := make([]string, 0, len(spans))
@@ -170,13 +238,13 @@ func logIngest(ctx context.Context, tx pgx.Tx, rs []Result, inserted int64) erro
 		if v == names[0] {
 			ins = inserted
 		}
-		batch.Queue(`INSERT INTO ingest_log (vantage, results, inserted, first_sent, last_sent) VALUES ($1, $2, $3, $4, $5)`,
-			v, sp.n, ins, sp.first, sp.last)
+		batch.Queue(`INSERT INTO ingest_log (tbl, vantage, results, inserted, first_sent, last_sent) VALUES ($1, $2, $3, $4, $5, $6)`,
+			t.name, v, sp.n, ins, sp.first, sp.last)
 	}
 	return tx.SendBatch(ctx, batch).Close()
 }
 
-func (s *Store) ensurePartitions(ctx context.Context, rs []Result) error {
+func (s *Store) ensurePartitions(ctx context.Context, b *Batch) error {
 	s.parts.mu.Lock()
 	defer s.parts.mu.Unlock()
 	if s.parts.days == nil {
@@ -184,11 +252,13 @@ func (s *Store) ensurePartitions(ctx context.Context, rs []Result) error {
 	}
 	var missing []int64
 	seen := map[int64]bool{}
-	for i := range rs {
-		d := dayOf(rs[i].SentAt)
-		if !s.parts.days[d] && !seen[d] {
-			seen[d] = true
-			missing = append(missing, d)
+	for _, t := range b.tables() {
+		for i := 0; i < t.n; i++ {
+			d := dayOf(t.times(i))
+			if !s.parts.days[d] && !seen[d] {
+				seen[d] = true
+				missing = append(missing, d)
+			}
 		}
 	}
 	for _, d := range missing {
@@ -244,3 +314,43 @@ func (r *resultRows) Values() ([]any, error) {
 }
 
 func (r *resultRows) Err() error { return nil }
+
+// observationRows feeds observations to COPY.
+type observationRows struct {
+	os  []Observation
+	i   int
+	row [10]any
+}
+
+func (r *observationRows) Next() bool {
+	r.i++
+	return r.i <= len(r.os)
+}
+
+func (r *observationRows) Values() ([]any, error) {
+	x := &r.os[r.i-1]
+	if x.Vantage == "" || !x.Block.IsValid() || x.At.IsZero() {
+		return nil, fmt.Errorf("observation %d: vantage, block and at are required", r.i-1)
+	}
+	unit := x.Unit
+	if !unit.IsValid() {
+		unit = x.Block
+	}
+	sent := x.SentAt
+	if sent.IsZero() {
+		sent = x.At
+	}
+	r.row[0] = x.Vantage
+	r.row[1] = x.Block
+	r.row[2] = unit
+	r.row[3] = x.At
+	r.row[4] = sent
+	r.row[5] = x.Round
+	r.row[6] = x.State
+	r.row[7] = float32(x.Belief)
+	r.row[8] = int16(x.Probes)
+	r.row[9] = int16(x.Replies)
+	return r.row[:], nil
+}
+
+func (r *observationRows) Err() error { return nil }

@@ -36,7 +36,7 @@ func BenchmarkIngest(b *testing.B) {
 					at = base.Add(time.Duration(i) * step / 2)
 				}
 				rs := sample(bc.batch, at)
-				n, err := st.Ingest(ctx, rs)
+				n, err := st.IngestResults(ctx, rs)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -140,7 +140,7 @@ func TestIngestExactlyOnce(t *testing.T) {
 	base := time.Date(2014, 12, 22, 23, 59, 0, 0, time.UTC) // spans midnight: two partitions
 	rs := sample(100_000, base)
 
-	n, err := st.Ingest(ctx, rs)
+	n, err := st.IngestResults(ctx, rs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestIngestExactlyOnce(t *testing.T) {
 	}
 	// A replay overlapping the first batch: only the new half counts.
 	replay := append(sample(100_000, base)[50_000:], sample(1000, base.Add(time.Hour))...)
-	n, err = st.Ingest(ctx, replay)
+	n, err = st.IngestResults(ctx, replay)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestIngestRejectsBadRows(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rs := sample(10, base)
 			tt.give(&rs[5])
-			if _, err := st.Ingest(ctx, rs); err == nil {
+			if _, err := st.IngestResults(ctx, rs); err == nil {
 				t.Fatal("ingest accepted a bad row")
 			}
 		})
@@ -206,7 +206,7 @@ func TestProberRoleCannotRewriteHistory(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
 	st := pgtest.New(t)
-	if _, err := st.Ingest(ctx, sample(10, time.Now().UTC())); err != nil {
+	if _, err := st.IngestResults(ctx, sample(10, time.Now().UTC())); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := st.Pool().Acquire(ctx)
@@ -226,7 +226,11 @@ func TestProberRoleCannotRewriteHistory(t *testing.T) {
 		{"read targets", `SELECT count(*) FROM targets`, true},
 		{"make partitions", `SELECT cutoff_ensure_partitions(now(), now() + interval '1 day')`, true},
 		{"insert result", `INSERT INTO probe_results (vantage, kind, addr, sent_at, outcome) VALUES ('vp9', 'icmp', '198.19.0.1', now(), 'timeout')`, true},
+		{"insert observation", `INSERT INTO observations (vantage, block, unit, at, sent_at, state, belief) VALUES ('vp9', '198.19.0.0/24', '198.19.0.0/24', now(), now(), 'up', 0.99)`, true},
+		{"heartbeat", `SELECT cutoff_vantage_heartbeat('vp9', 660, 5, 12.5, 0, 0, NULL, 10, '{KP}', 'test', 'host')`, true},
 		{"update result", `UPDATE probe_results SET outcome = 'reply'`, false},
+		{"update observation", `UPDATE observations SET state = 'down'`, false},
+		{"rewrite a vantage", `UPDATE vantages SET name = 'other'`, false},
 		{"delete result", `DELETE FROM probe_results`, false},
 		{"truncate results", `TRUNCATE probe_results`, false},
 		{"drop partitions", `SELECT cutoff_drop_partitions(now() + interval '10 days')`, false},
@@ -279,5 +283,53 @@ func TestIntervalsNeverOverlap(t *testing.T) {
 	}
 	if !started.Equal(time.Date(2014, 12, 22, 16, 15, 0, 0, time.UTC)) || ongoing {
 		t.Fatalf("country_outages: started %v ongoing %v", started, ongoing)
+	}
+}
+
+func observations(n int, base time.Time) []store.Observation {
+	os := make([]store.Observation, n)
+	for i := range os {
+		b := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i % 4), 0}), 24)
+		os[i] = store.Observation{
+			Vantage: "vp1", Block: b, At: base.Add(time.Duration(i) * time.Second),
+			SentAt: base.Add(time.Duration(i)*time.Second - 300*time.Millisecond),
+			State:  "up", Belief: 0.99, Probes: 1, Replies: 1, Round: int64(i / 4),
+		}
+	}
+	return os
+}
+
+func TestIngestBatchIsAtomic(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	st := pgtest.New(t)
+	base := time.Date(2014, 12, 23, 15, 41, 0, 0, time.UTC)
+	b := store.Batch{Results: sample(100, base), Observations: observations(40, base)}
+	n, err := st.Ingest(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Results != 100 || n.Observations != 40 {
+		t.Fatalf("inserted %+v", n)
+	}
+	// The same batch again, plus new rows: only the new rows count.
+	b.Observations = append(b.Observations, observations(50, base)[40:]...)
+	if n, err = st.Ingest(ctx, b); err != nil || n.Results != 0 || n.Observations != 10 {
+		t.Fatalf("replay inserted %+v, %v; want 0 results and 10 observations", n, err)
+	}
+	// A bad observation rejects the whole batch, results included.
+	bad := store.Batch{Results: sample(10, base.Add(time.Hour)), Observations: observations(3, base.Add(time.Hour))}
+	bad.Observations[2].State = "sideways"
+	if _, err := st.Ingest(ctx, bad); err == nil {
+		t.Fatal("batch with a bad observation accepted")
+	}
+	if got := count(t, st, `SELECT count(*) FROM probe_results`); got != 100 {
+		t.Fatalf("%d results stored, want 100", got)
+	}
+	if got := count(t, st, `SELECT count(*) FROM observations`); got != 50 {
+		t.Fatalf("%d observations stored, want 50", got)
+	}
+	if got := count(t, st, `SELECT count(*) FROM ingest_log WHERE tbl = 'observations'`); got != 2 {
+		t.Fatalf("%d ingest_log lines for observations, want 2", got)
 	}
 }

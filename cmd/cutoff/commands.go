@@ -5,5 +5,9 @@ func commands() []*command {
 	return []*command{
 		migrateCmd(),
 		targetsCmd(),
+		labCmd(),
+		correlateCmd(),
+		reportCmd(),
+		vantageCmd(),
 	}
 }

@@ -29,7 +29,7 @@ the first time (it creates the cutoff_prober and cutoff_reader roles).`,
 				defer st.Close()
 				applied, err := st.Migrate(ctx)
 				for _, m := range applied {
-					fmt.Fprintf(a.stdout, "applied %03d %s\n", m.Sequence, m.Name)
+					fmt.Fprintf(a.stdout, "applied %s\n", m.Name)
 				}
 				if err != nil {
 					return err

@@ -353,8 +353,12 @@ func listCountry(ctx context.Context, w io.Writer, st *store.Store, cc string) e
 		return fmt.Errorf("%s is not watched: import its address space first (cutoff targets import --country %s ...)", cc, cc)
 	}
 	c := cs[0]
-	fmt.Fprintf(w, "%s %s: %d IPv4 and %d IPv6 prefixes, %d blocks (%d censused), targets: %d icmp, %d tcp, %d dns\n\n",
-		c.Code, c.Name, c.Prefixes, c.Prefixes6, c.Blocks, c.BlocksCensused, c.Targets["icmp"], c.Targets["tcp"], c.Targets["dns"])
+	title := c.Code
+	if c.Name != "" {
+		title += " (" + c.Name + ")"
+	}
+	fmt.Fprintf(w, "%s: %d IPv4 and %d IPv6 prefixes, %d blocks (%d censused), targets: %d icmp, %d tcp, %d dns\n\n",
+		title, c.Prefixes, c.Prefixes6, c.Blocks, c.BlocksCensused, c.Targets["icmp"], c.Targets["tcp"], c.Targets["dns"])
 	ps, err := st.Prefixes(ctx, cc)
 	if err != nil {
 		return err

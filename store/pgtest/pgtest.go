@@ -47,6 +47,14 @@ func Main(m *testing.M) {
 	code := m.Run()
 	if srv.cluster != nil {
 		srv.cluster.Stop()
+	} else if srv.template != "" {
+		// On a shared server, leave nothing behind.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if conn, err := pgx.Connect(ctx, srv.admin); err == nil {
+			conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{srv.template}.Sanitize()+" WITH (FORCE)")
+			conn.Close(ctx)
+		}
+		cancel()
 	}
 	os.Exit(code)
 }

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/cutoffnet/cutoff/prober/lab"
+	"github.com/cutoffnet/cutoff/prober/lab/labtest"
+	"github.com/cutoffnet/cutoff/store"
+	"github.com/cutoffnet/cutoff/store/pgtest"
+)
+
+// asCLI makes the test binary behave as the cutoff binary, so the serve
+// daemon that `cutoff lab up` starts (os.Executable) can be this binary.
+const asCLI = "CUTOFF_TEST_AS_CLI"
+
+func TestLabRunBadScenario(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "bad.scn")
+	os.WriteFile(file, []byte("+0s up\n+1s cut\n+2s loss net1 5\n"), 0o644)
+	code, _, stderr := cli(t, "lab", "run", "--state-dir", dir, file)
+	if code != exitUsage || !strings.Contains(stderr, file+":2:") || !strings.Contains(stderr, file+":3:") {
+		t.Errorf("exit %d, stderr %q; want 2 naming lines 2 and 3", code, stderr)
+	}
+	os.WriteFile(file, []byte("+0s up\n+1s cut narnia\n"), 0o644)
+	code, _, stderr = cli(t, "lab", "run", "--state-dir", dir, file)
+	if code != exitUsage || !strings.Contains(stderr, file+`:2: unknown lab target "narnia"`) {
+		t.Errorf("exit %d, stderr %q; want 2 naming line 2's target", code, stderr)
+	}
+	code, _, stderr = cli(t, "lab", "run", "--state-dir", dir, "--scale", "fast", file)
+	if code != exitUsage || !strings.Contains(stderr, "--scale") {
+		t.Errorf("exit %d, stderr %q; want 2 for a bad --scale", code, stderr)
+	}
+}
+
+// TestLabCLI drives a lab through the commands as a user would: up (with
+// its serve daemon), status, cut, exec, a scenario run into the database,
+// down.
+func TestLabCLI(t *testing.T) {
+	labtest.Require(t)
+	t.Setenv(asCLI, "1") // for the serve daemon only: this process has started
+	p, dir := labtest.Prefix(), t.TempDir()
+	flags := []string{"--prefix", p, "--state-dir", dir}
+	t.Cleanup(func() {
+		cfg := lab.Default()
+		cfg.Prefix, cfg.StateDir = p, dir
+		lab.Down(context.Background(), cfg)
+	})
+	with := func(args ...string) []string { return append(args, flags...) }
+
+	code, out, stderr := cli(t, with("lab", "status")...)
+	if code != exitFailure || !strings.Contains(stderr, "lab is not up") {
+		t.Errorf("status before up: exit %d, %q", code, stderr)
+	}
+	code, out, stderr = cli(t, with("lab", "up")...)
+	if code != exitOK || !strings.Contains(out, "is up; serve daemon pid") {
+		t.Fatalf("up: exit %d\n%s%s", code, out, stderr)
+	}
+	st := lab.ServeState(filepath.Join(dir, p))
+	if !st.Running {
+		t.Fatalf("serve daemon not running after up: %+v", st)
+	}
+	code, out, _ = cli(t, with("lab", "up")...)
+	if code != exitOK || !strings.Contains(out, "pid "+strconv.Itoa(st.PID)) {
+		t.Errorf("up again: exit %d, %q; want the same daemon %d", code, out, st.PID)
+	}
+	code, out, _ = cli(t, with("lab", "cut", "border")...)
+	if code != exitOK {
+		t.Errorf("cut border: exit %d", code)
+	}
+	code, out, _ = cli(t, with("lab", "status")...)
+	if code != exitOK || !strings.Contains(out, "faults: cut border") || !strings.Contains(out, "CUT") ||
+		!strings.Contains(out, "pid "+strconv.Itoa(st.PID)) {
+		t.Errorf("status: exit %d\n%s", code, out)
+	}
+	code, _, _ = cli(t, with("lab", "restore", "all")...)
+	if code != exitOK {
+		t.Errorf("restore all: exit %d", code)
+	}
+	code, _, stderr = cli(t, with("lab", "loss", "narnia", "5%")...)
+	if code != exitUsage {
+		t.Errorf("loss on an unknown target: exit %d %q, want 2", code, stderr)
+	}
+	if code, _, _ = cli(t, append(with("lab", "exec"), "vp1", "--", "true")...); code != 0 {
+		t.Errorf("exec true: exit %d", code)
+	}
+	if code, _, _ = cli(t, append(with("lab", "exec"), "vp1", "--", "sh", "-c", "exit 7")...); code != 7 {
+		t.Errorf("exec exit 7: exit %d", code)
+	}
+
+	url := pgtest.URL(t)
+	scn, truth := filepath.Join(dir, "s.scn"), filepath.Join(dir, "truth.json")
+	os.WriteFile(scn, []byte("+0s cut net1\n+300ms restore net1\n"), 0o644)
+	code, out, stderr = cli(t, "lab", "run", scn, "--db", url, "--truth", truth, "--prefix", p, "--state-dir", dir)
+	if code != exitOK || !strings.Contains(out, "run s-") {
+		t.Fatalf("run: exit %d\n%s%s", code, out, stderr)
+	}
+	runID := strings.Fields(out[strings.Index(out, "run s-"):])[1]
+	runID = strings.TrimSuffix(runID, ":")
+	s, err := store.Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rows, err := s.LabTruthOf(context.Background(), runID)
+	if err != nil || len(rows) != 1 || rows[0].Target != "net:198.19.1.0/24" || rows[0].EndedAt == nil {
+		t.Errorf("lab_truth of %s: %+v %v", runID, rows, err)
+	}
+	if _, err := os.Stat(truth); err != nil {
+		t.Errorf("truth file: %v", err)
+	}
+
+	code, out, _ = cli(t, with("lab", "down")...)
+	if code != exitOK || !strings.Contains(out, "9 namespaces removed") {
+		t.Errorf("down: exit %d, %q", code, out)
+	}
+	if names, _ := lab.Namespaces(p); len(names) != 0 {
+		t.Errorf("namespaces left after down: %v", names)
+	}
+	if _, err := os.Stat("/proc/" + strconv.Itoa(st.PID) + "/cmdline"); err == nil {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(st.PID) + "/cmdline"); len(b) > 0 {
+			t.Errorf("serve daemon %d still running after down", st.PID)
+		}
+	}
+}
