@@ -27,6 +27,7 @@ func targetsCmd() *command {
 			targetsAddCmd(),
 			targetsRemoveCmd(),
 			targetsListCmd(),
+			targetsDiscoverCmd(),
 		},
 	}
 }
