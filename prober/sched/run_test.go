@@ -191,3 +191,65 @@ func (l *lockedRecorder) Verdict(v Verdict) {
 	defer l.mu.Unlock()
 	l.r.Verdict(v)
 }
+
+// TestCarry checks that a scheduler built from a refreshed plan keeps what
+// the old one learned: a unit known to be down stays down without a new
+// round of re-checks, and history carries over.
+func TestCarry(t *testing.T) {
+	t.Parallel()
+	w := newWorld(simnet.Options{Seed: 8})
+	blocks := labCountry(w)
+	s1, _ := w.start(t, Config{})
+	cut := epoch.Add(30 * time.Minute)
+	w.at(cut, func() { w.net.SetDown(blocks[0], true) })
+	w.runUntil(s1, cut.Add(20*time.Minute))
+	w.settle(s1)
+	var down1 *unit
+	for i := range s1.units {
+		if s1.blocks[s1.units[i].block0].prefix() == blocks[0] {
+			down1 = &s1.units[i]
+		}
+	}
+	if down1 == nil || down1.track.confirmed != Down {
+		t.Fatalf("the cut block is not confirmed down before the refresh: %+v", down1)
+	}
+	// A block's history: clear one address's bit, as if it had gone silent.
+	for i := range s1.blocks {
+		s1.blocks[i].hot.clear(10)
+	}
+
+	// The refreshed plan adds a block; the old ones carry over.
+	w.add("198.19.9.0/24", "198.19.9.0/24", "KP", hostRange(10, 30), 1, simnet.Block{})
+	s2, rec := w.start(t, Config{})
+	s2.Carry(s1)
+	for i := range s2.units {
+		u := &s2.units[i]
+		key := s2.blocks[u.block0].prefix()
+		switch {
+		case key == blocks[0]:
+			if u.track.confirmed != Down || u.belief >= downBelow {
+				t.Errorf("%s: confirmed %v belief %v after Carry, want down", key, u.track.confirmed, u.belief)
+			}
+		case key == pfx("198.19.9.0/24"):
+			if u.track.confirmed != Up || u.belief != beliefStart || s2.blocks[u.block0].hot.count() != 30 {
+				t.Errorf("new block %s did not start fresh: %+v", key, u)
+			}
+		default:
+			if s2.blocks[u.block0].hot.has(10) {
+				t.Errorf("%s: history of .10 not carried", key)
+			}
+		}
+	}
+	// Its next visits keep calling the cut block down in recovery mode,
+	// with no first-sighting re-check.
+	w.runUntil(s2, w.clk.Now().Add(15*time.Minute))
+	vs := verdictsOf(rec.verdicts, blocks[0])
+	if len(vs) == 0 {
+		t.Fatal("the cut block was not visited after the refresh")
+	}
+	for _, v := range vs {
+		if v.State != Down || v.Why == Recheck {
+			t.Errorf("after Carry: %v on a %v visit, want down without re-checks", v.State, v.Why)
+		}
+	}
+}

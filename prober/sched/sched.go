@@ -175,6 +175,60 @@ func New(plan *store.Plan, probers map[prober.Kind]prober.Prober, sink Sink, cfg
 	return s, nil
 }
 
+// Carry takes over what old learned, so that a scheduler built from a
+// refreshed plan does not start from scratch: each block both plans share
+// keeps its per-address history (for the addresses still in E(b)), and
+// each unit made of the same blocks keeps its belief, its recent verdicts
+// and its probe budget. Call it after old's Run has returned and before
+// s runs.
+func (s *Scheduler) Carry(old *Scheduler) {
+	blocks := make(map[uint32]int32, len(old.blocks))
+	for i := range old.blocks {
+		blocks[old.blocks[i].base] = int32(i)
+	}
+	for i := range s.blocks {
+		b := &s.blocks[i]
+		if j, ok := blocks[b.base]; ok && old.blocks[j].bits == b.bits {
+			for w := range b.hot {
+				b.hot[w] = old.blocks[j].hot[w] & b.ever[w]
+			}
+		}
+	}
+	for i := range s.units {
+		u := &s.units[i]
+		j, ok := blocks[s.blocks[u.block0].base]
+		if !ok {
+			continue
+		}
+		o := old.unitOf(j)
+		if o == nil || o.nblocks != u.nblocks || o.block0 != j {
+			continue
+		}
+		same := true
+		for k := int32(1); k < int32(u.nblocks); k++ {
+			if old.blocks[o.block0+k].base != s.blocks[u.block0+k].base {
+				same = false
+				break
+			}
+		}
+		if !same {
+			continue
+		}
+		u.belief, u.track, u.backoff = o.belief, o.track, o.backoff
+		u.tokens, u.lastSent = min(o.tokens, capacity(u)), o.lastSent
+	}
+}
+
+// unitOf finds the unit block i belongs to: units own contiguous runs of
+// blocks in unit order, so a binary search over block0 finds it.
+func (s *Scheduler) unitOf(i int32) *unit {
+	k := sort.Search(len(s.units), func(k int) bool { return s.units[k].block0 > i }) - 1
+	if k < 0 {
+		return nil
+	}
+	return &s.units[k]
+}
+
 // Stats returns the scheduler's counters.
 func (s *Scheduler) Stats() Stats {
 	st := Stats{
