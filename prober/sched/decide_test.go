@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // answers builds a visit's evidence from a pattern: 'r' reply, 'f' no
@@ -311,5 +312,17 @@ func TestVisitsPerRound(t *testing.T) {
 				t.Errorf("visitsPerRound = %d, want %d", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCompactState guards the per-block memory budget: the scheduler keeps
+// a block in 80 bytes and a unit in 56, so a million single-block units
+// fit well under 256 bytes each with the visit order and heap.
+func TestCompactState(t *testing.T) {
+	if n := unsafe.Sizeof(block{}); n > 80 {
+		t.Errorf("block is %d bytes, want at most 80", n)
+	}
+	if n := unsafe.Sizeof(unit{}); n > 56 {
+		t.Errorf("unit is %d bytes, want at most 56", n)
 	}
 }

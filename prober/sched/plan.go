@@ -44,9 +44,10 @@ type unit struct {
 	nblocks  uint16
 	nsvc     uint16
 	country  uint16
+	slot     uint16 // its turn in its country's interleaved schedule
 	track    track
-	why      Why // of the pending out-of-round visit
-	perRound uint8
+	why      Why   // of the pending out-of-round visit
+	perRound uint8 // visits per round; above 1, on the interleaved schedule
 	backoff  uint8
 	flags    uint8 // changes as it is visited
 	static   uint8 // fixed when the plan is built: read by Units from any goroutine
@@ -82,6 +83,7 @@ type layout struct {
 	ctrls        []control
 	byAddr       []int32
 	countries    []span
+	slotted      []uint16 // by country: units on the interleaved schedule
 	names        []string // country codes, by index
 	skipped      int
 	unmeasurable int
@@ -291,21 +293,41 @@ func build(p *store.Plan, cfg Config, have func(prober.Kind) bool, rng *rand.Ran
 		sp.hi = int32(i) + 1
 	}
 
-	// Extra visits for the units of small countries.
-	for i := range l.units {
-		u := &l.units[i]
-		if u.static&unitMeasurable == 0 {
+	// Extra visits for the units of small countries. A country's measurable
+	// units share one number of visits per round (the least any of them
+	// can afford) and take turns on an interleaved schedule, so the
+	// country as a whole is observed at even intervals.
+	l.slotted = make([]uint16, len(l.names))
+	for c, sp := range l.countries {
+		per := maxVisitsPerRound
+		n := 0
+		for _, i := range l.byAddr[sp.lo:sp.hi] {
+			u := &l.units[i]
+			if u.static&unitMeasurable == 0 {
+				continue
+			}
+			n++
+			manual := 0
+			for _, s := range l.svcs[u.svc0 : u.svc0+int32(u.nsvc)] {
+				if s.manual {
+					manual++
+				}
+			}
+			per = min(per, visitsPerRound(cfg.Round, cfg.Sample, int(sp.hi-sp.lo), int(u.nblocks),
+				visitCost(float64(u.avail))+float64(manual), cfg.Budget))
+		}
+		if n == 0 || per <= 1 || n > 0xffff {
 			continue
 		}
-		sp := l.countries[u.country]
-		manual := 0
-		for _, s := range l.svcs[u.svc0 : u.svc0+int32(u.nsvc)] {
-			if s.manual {
-				manual++
+		k := 0
+		for _, i := range l.byAddr[sp.lo:sp.hi] {
+			u := &l.units[i]
+			if u.static&unitMeasurable != 0 {
+				u.perRound, u.slot = uint8(per), uint16(k)
+				k++
 			}
 		}
-		u.perRound = uint8(visitsPerRound(cfg.Round, cfg.Sample, int(sp.hi-sp.lo), int(u.nblocks),
-			visitCost(float64(u.avail))+float64(manual), cfg.Budget))
+		l.slotted[c] = uint16(k)
 	}
 
 	for _, t := range p.Controls {

@@ -319,6 +319,16 @@ func floorDiv(a, b int64) int64 {
 // first whose phase in the current round has not passed.
 func (s *Scheduler) startAt(now int64, once bool) {
 	s.started, s.once = true, once
+	defer func() {
+		for i := range s.units {
+			if s.units[i].perRound > 1 {
+				s.schedule(int32(i), 0, 0) // forget any earlier plan
+				at, why := s.nextSlot(int32(i), now-1)
+				s.units[i].next = 0
+				s.schedule(int32(i), at, why)
+			}
+		}
+	}()
 	if once {
 		s.base, s.r = now, 0
 		s.pos, s.ctrlR, s.ctrlPos = 0, 0, 0
@@ -332,10 +342,7 @@ func (s *Scheduler) startAt(now int64, once bool) {
 	if s.pos == n {
 		s.r, s.pos = s.r+1, 0
 	}
-	s.ctrlR = s.r
-	if s.pos == 0 {
-		s.ctrlR = floorDiv(now, int64(s.cfg.Round))
-	}
+	s.ctrlR = floorDiv(now, int64(s.cfg.Round))
 	s.ctrlPos = sort.Search(len(s.ctrls), func(j int) bool { return s.controlAt(s.ctrlR, j) >= now })
 	if s.ctrlPos == len(s.ctrls) {
 		s.ctrlR, s.ctrlPos = s.ctrlR+1, 0
@@ -376,6 +383,9 @@ func (s *Scheduler) Step(ctx context.Context) time.Time {
 			if s.pos == len(s.units) {
 				s.pos = 0
 				s.r++
+			}
+			if s.units[i].perRound > 1 {
+				continue // on its country's schedule instead
 			}
 			s.stats.lag.Store(now - next)
 			s.visit(ctx, int32(i), Regular, now)
@@ -930,9 +940,7 @@ func (s *Scheduler) planNext(i int32, now int64, recheck bool) {
 		}
 	}
 	if u.perRound > 1 && !s.once {
-		if t, ok := s.nextExtra(i, now); ok {
-			consider(t, Extra)
-		}
+		consider(s.nextSlot(i, now))
 	}
 	if u.flags&unitDeferred != 0 {
 		u.flags &^= unitDeferred
@@ -943,20 +951,24 @@ func (s *Scheduler) planNext(i int32, now int64, recheck bool) {
 	}
 }
 
-// nextExtra is the unit's next extra visit after now within the current
-// round interval: the round split into perRound equal parts from its
-// regular phase.
-func (s *Scheduler) nextExtra(i int32, now int64) (int64, bool) {
+// nextSlot is the first visit after the given time of a unit on its
+// country's interleaved schedule: the country's n units take turns, one
+// every Round/(n·perRound), from a pseudo-random phase of the country's;
+// every perRound-th visit of a unit counts as its regular one.
+func (s *Scheduler) nextSlot(i int32, after int64) (int64, Why) {
 	u := &s.units[i]
-	R := int64(s.cfg.Round)
-	ph := s.phase(int(i), len(s.units))
-	base := s.base + floorDiv(now-s.base-ph, R)*R + ph // last regular slot at or before now
-	step := R / int64(u.perRound)
-	m := (now-base)/step + 1
-	if m >= int64(u.perRound) {
-		return 0, false
+	n := int64(s.slotted[u.country])
+	p := int64(u.perRound)
+	period := int64(s.cfg.Round) / p
+	step := period / n
+	phase := int64(float64(mix(s.seed^0x51ab^uint64(u.country)*0x9e3779b97f4a7c15)>>11) / (1 << 53) * float64(period))
+	off := s.base + phase + int64(u.slot)*step
+	j := floorDiv(after-off, period) + 1
+	why := Extra
+	if (j%p+p)%p == 0 {
+		why = Regular
 	}
-	return base + m*step, true
+	return off + j*period, why
 }
 
 // schedule sets unit i's out-of-round visit to at, unless one is already

@@ -329,3 +329,65 @@ func TestPoliteness(t *testing.T) {
 	}
 	checkAccounting(t, s, rec, w.net.Sent(0))
 }
+
+// TestCountryTiming places the start and end of whole-country outages as
+// a correlator would, from verdicts alone: the start between the last
+// answer before the cut and the first silent visit after it, the end
+// likewise, each at the midpoint. With 11-minute rounds, a country of four
+// /24s (the lab's, North Korea's) must be timed within 60 s.
+func TestCountryTiming(t *testing.T) {
+	t.Parallel()
+	w := newWorld(simnet.Options{Seed: 9})
+	labCountry(w)
+	cfg := Config{Round: 11 * time.Minute, Timeout: 5 * time.Second}
+	s, rec := w.start(t, cfg)
+	country := pfx("198.19.0.0/22")
+	type outage struct{ cut, restore time.Time }
+	var outages []outage
+	at := epoch.Add(time.Hour)
+	for i := range 30 {
+		// Cuts at awkward times, of 3 to 60 minutes.
+		at = at.Add(time.Duration(61+i*7) * time.Minute).Add(time.Duration(i*37) * time.Second)
+		o := outage{at, at.Add(time.Duration(3+i*2) * time.Minute)}
+		outages = append(outages, o)
+		w.at(o.cut, func() { w.net.SetDown(country, true) })
+		w.at(o.restore, func() { w.net.SetDown(country, false) })
+		at = o.restore
+	}
+	w.runUntil(s, at.Add(time.Hour))
+
+	// When each verdict shows the country up (an answer arrived) or down
+	// (the last silent probe was sent a timeout before the verdict).
+	upAt := func(v Verdict) time.Time { return v.Time }
+	downAt := func(v Verdict) time.Time { return v.Time.Add(-cfg.Timeout) }
+	var worst, sum time.Duration
+	for _, o := range outages {
+		var lastUp, firstDown, lastDown, firstUp time.Time
+		for _, v := range rec.verdicts {
+			switch {
+			case v.State == Up && upAt(v).Before(o.cut):
+				lastUp = upAt(v)
+			case v.State == Down && downAt(v).After(o.cut) && firstDown.IsZero():
+				firstDown = downAt(v)
+			case v.State == Down && downAt(v).Before(o.restore):
+				lastDown = downAt(v)
+			case v.State == Up && upAt(v).After(o.restore) && firstUp.IsZero():
+				firstUp = upAt(v)
+			}
+		}
+		if firstDown.IsZero() || firstUp.IsZero() {
+			t.Fatalf("outage %v–%v not seen", o.cut, o.restore)
+		}
+		start := lastUp.Add(firstDown.Sub(lastUp) / 2)
+		end := lastDown.Add(firstUp.Sub(lastDown) / 2)
+		for _, e := range []time.Duration{start.Sub(o.cut).Abs(), end.Sub(o.restore).Abs()} {
+			worst = max(worst, e)
+			sum += e
+		}
+	}
+	t.Logf("%d outages of the lab country with 11-minute rounds: start and end placed within %v on average, %v at worst",
+		len(outages), sum/time.Duration(2*len(outages)), worst)
+	if worst > time.Minute {
+		t.Errorf("an outage edge was placed %v from the truth, want within 60 s", worst)
+	}
+}
