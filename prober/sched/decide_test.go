@@ -2,10 +2,13 @@ package sched
 
 import (
 	"math"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/cutoffnet/cutoff/prober"
 )
 
 // answers builds a visit's evidence from a pattern: 'r' reply, 'f' no
@@ -324,5 +327,38 @@ func TestCompactState(t *testing.T) {
 	}
 	if n := unsafe.Sizeof(unit{}); n > 56 {
 		t.Errorf("unit is %d bytes, want at most 56", n)
+	}
+}
+
+func TestEvidence(t *testing.T) {
+	host := netip.MustParseAddr("198.19.0.10")
+	router := netip.MustParseAddr("198.18.255.1")
+	result := func(k prober.Kind, o prober.Outcome, responder netip.Addr) prober.Result {
+		return prober.Result{Target: prober.Target{Kind: k, Addr: host}, Outcome: o, Responder: responder}
+	}
+	type want struct{ reached, proof, counts bool }
+	tests := []struct {
+		name string
+		give prober.Result
+		want want
+	}{
+		{"echo reply goes through Bayes", result(prober.KindICMP, prober.Reply, host), want{true, false, true}},
+		{"TCP handshake proves reachability", result(prober.KindTCP, prober.Reply, host), want{true, true, true}},
+		{"TCP reset proves reachability", result(prober.KindTCP, prober.Refused, host), want{true, true, true}},
+		{"any DNS answer proves reachability", result(prober.KindDNS, prober.Reply, host), want{true, true, true}},
+		{"DNS port unreachable from the server", result(prober.KindDNS, prober.Refused, host), want{true, true, true}},
+		{"an error from the target itself", result(prober.KindDNS, prober.Unreachable, host), want{true, true, true}},
+		{"unreachable from a router", result(prober.KindICMP, prober.Unreachable, router), want{false, false, true}},
+		{"timeout", result(prober.KindTCP, prober.Timeout, netip.Addr{}), want{false, false, true}},
+		{"a local error is no evidence", result(prober.KindICMP, prober.Error, netip.Addr{}), want{false, false, false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got want
+			got.reached, got.proof, got.counts = evidence(tt.give)
+			if got != tt.want {
+				t.Errorf("evidence = %+v, want %+v", got, tt.want)
+			}
+		})
 	}
 }
