@@ -237,6 +237,15 @@ func (s *Spool) settle() (bool, error) {
 func (s *Spool) refreshOldest() error {
 	r := &s.r
 	for range 3 {
+		s.mu.Lock()
+		idle := s.nextSeq-1 <= s.acked
+		if idle {
+			s.oldest = time.Time{}
+		}
+		s.mu.Unlock()
+		if idle {
+			return nil
+		}
 		var t time.Time
 		switch {
 		case len(r.inflight) > 0:
@@ -326,6 +335,9 @@ func (s *Spool) read() (Record, mark, bool, error) {
 		acked := s.acked
 		s.mu.Unlock()
 		path := s.path(segName(r.seg))
+		// Acknowledged records are accounted for, even those the reader
+		// never saw (Ack ran ahead of it and their segments are gone).
+		r.prev = max(r.prev, acked)
 
 		if r.f == nil {
 			f, err := os.Open(path)

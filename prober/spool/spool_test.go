@@ -167,7 +167,7 @@ func TestRedelivery(t *testing.T) {
 // what was appended; acknowledging records not read yet skips them.
 func TestAckRules(t *testing.T) {
 	dir := t.TempDir()
-	s, _ := open(t, dir, Options{SegmentBytes: 512})
+	s, rep := open(t, dir, Options{SegmentBytes: 512})
 	appendN(t, s, 1, 30)
 	if err := s.Ack(31); err == nil {
 		t.Error("Ack beyond the last record succeeded")
@@ -181,6 +181,27 @@ func TestAckRules(t *testing.T) {
 	checkRecords(t, drain(t, s), span(13, 30))
 	if got := s.Pending(); got != 18 {
 		t.Errorf("Pending = %d, want 18", got)
+	}
+	// Acknowledged records whose segments are gone are not "missing".
+	if len(rep.all()) != 0 || s.Lost() != 0 {
+		t.Errorf("reports %v, lost %d", rep.all(), s.Lost())
+	}
+
+	// An agent that writes to the database itself and uses the spool as
+	// a write-ahead log acknowledges without ever reading.
+	for i := uint64(31); i <= 200; i++ {
+		appendN(t, s, i, 1)
+		if err := s.Ack(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(segFiles(t, dir)) > 2 || s.Pending() != 0 || s.Age() != 0 {
+		t.Errorf("%d segments, pending %d, age %v after acknowledging everything", len(segFiles(t, dir)), s.Pending(), s.Age())
+	}
+	appendN(t, s, 201, 2)
+	checkRecords(t, drain(t, s), span(201, 202))
+	if len(rep.all()) != 0 || s.Lost() != 0 {
+		t.Errorf("reports %v, lost %d", rep.all(), s.Lost())
 	}
 }
 
