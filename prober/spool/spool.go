@@ -189,8 +189,15 @@ type Spool struct {
 // record.
 func Open(dir string, opt Options) (*Spool, error) {
 	opt = opt.withDefaults()
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+		// A power cut must not take the new directory, and the records
+		// about to go into it, along with it.
+		if err := syncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o640)
 	if err != nil {
