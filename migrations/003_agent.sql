@@ -57,18 +57,27 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION cutoff_drop_partitions(before timestamptz)
+-- cutoff_drop_partitions drops the daily partitions that end at or
+-- before the given time, of one table or (parent NULL) of both: raw
+-- results may be kept for less time than the verdicts the correlator
+-- works from.
+DROP FUNCTION cutoff_drop_partitions(timestamptz);
+CREATE FUNCTION cutoff_drop_partitions(before timestamptz, parent text DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     r       record;
     dropped integer := 0;
 BEGIN
+    IF parent IS NOT NULL AND parent NOT IN ('probe_results', 'observations') THEN
+        RAISE EXCEPTION 'cutoff_drop_partitions: % is not a partitioned cutoff table', parent;
+    END IF;
     FOR r IN
         SELECT c.relname
         FROM pg_inherits i
         JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent IN ('probe_results'::regclass, 'observations'::regclass)
+          AND (parent IS NULL OR i.inhparent = parent::regclass)
           AND c.relname ~ '_[0-9]{8}$'
           AND (to_date(right(c.relname, 8), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC' <= before
         ORDER BY c.relname
@@ -79,6 +88,7 @@ BEGIN
     RETURN dropped;
 END
 $$;
+REVOKE ALL ON FUNCTION cutoff_drop_partitions(timestamptz, text) FROM PUBLIC;
 
 SELECT cutoff_ensure_partitions(now() - interval '1 day', now() + interval '7 days');
 

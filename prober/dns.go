@@ -75,6 +75,8 @@ type DNS struct {
 	tcpRetries, malformed, mismatched                     atomic.Uint64
 }
 
+var _ Prober = (*DNS)(nil)
+
 // DNSStats counts a DNS engine's probes by outcome and the answers it
 // rejected.
 type DNSStats struct {

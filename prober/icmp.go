@@ -99,6 +99,8 @@ type ICMP struct {
 	sender, others sync.WaitGroup
 }
 
+var _ Prober = (*ICMP)(nil)
+
 type icmpReq struct {
 	addr [4]byte
 	done func(Result)

@@ -37,6 +37,8 @@ type TCP struct {
 	sent, replies, refused, unreachable, timeouts, errors atomic.Uint64
 }
 
+var _ Prober = (*TCP)(nil)
+
 // TCPStats counts a TCP engine's probes by outcome.
 type TCPStats struct {
 	Sent, Replies, Refused, Unreachable, Timeouts, Errors uint64

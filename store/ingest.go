@@ -354,3 +354,23 @@ func (r *observationRows) Values() ([]any, error) {
 }
 
 func (r *observationRows) Err() error { return nil }
+
+// DropPartitions drops the daily partitions of table ("probe_results",
+// "observations", or "" for both) that end at or before the given time,
+// and returns how many it dropped. Raw results are usually kept for less
+// time than verdicts: the correlator needs only the verdicts and the
+// control results to recompute.
+func (s *Store) DropPartitions(ctx context.Context, table string, before time.Time) (int, error) {
+	var parent any
+	if table != "" {
+		parent = table
+	}
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT cutoff_drop_partitions($1, $2)`, before, parent).Scan(&n); err != nil {
+		return 0, fmt.Errorf("drop partitions of %s before %s: %w", table, before.Format(time.DateOnly), err)
+	}
+	s.parts.mu.Lock()
+	s.parts.days = nil // forget: the next ingest asks again
+	s.parts.mu.Unlock()
+	return n, nil
+}

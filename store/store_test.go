@@ -333,3 +333,33 @@ func TestIngestBatchIsAtomic(t *testing.T) {
 		t.Fatalf("%d ingest_log lines for observations, want 2", got)
 	}
 }
+
+func TestDropPartitions(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	st := pgtest.New(t)
+	old := time.Date(2014, 12, 20, 12, 0, 0, 0, time.UTC)
+	recent := time.Date(2014, 12, 23, 12, 0, 0, 0, time.UTC)
+	for _, at := range []time.Time{old, recent} {
+		if _, err := st.Ingest(ctx, store.Batch{Results: sample(10, at), Observations: observations(4, at)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := st.DropPartitions(ctx, "probe_results", time.Date(2014, 12, 22, 0, 0, 0, 0, time.UTC))
+	if err != nil || n != 1 {
+		t.Fatalf("dropped %d, %v; want the one old results partition", n, err)
+	}
+	if got := count(t, st, `SELECT count(*) FROM probe_results`); got != 10 {
+		t.Fatalf("%d results left, want the recent 10", got)
+	}
+	if got := count(t, st, `SELECT count(*) FROM observations`); got != 8 {
+		t.Fatalf("%d observations left, want all 8: only results were to go", got)
+	}
+	// A late result for a dropped day makes its partition again.
+	if _, err := st.IngestResults(ctx, sample(5, old.Add(time.Minute))); err != nil {
+		t.Fatalf("ingest into a dropped day: %v", err)
+	}
+	if _, err := st.DropPartitions(ctx, "targets", recent); err == nil {
+		t.Fatal("dropped partitions of a table that has none")
+	}
+}

@@ -29,6 +29,8 @@ results within seconds. Re-running over the same data changes nothing.`,
 			from := fs.String("recompute-from", "", "recompute everything from this time (RFC 3339 or YYYY-MM-DD), whatever was done before")
 			massShare := fs.Float64("mass-share", correlate.DefaultMassFailure.Share, "set a vantage aside when this share of its blocks outside the worst-hit country goes down at once")
 			massMin := fs.Int("mass-min", correlate.DefaultMassFailure.MinOthers, "...counting only when it probes at least this many such blocks")
+			keepResults := fs.Duration("keep-results", 0, "drop raw probe results older than this (e.g. 2160h for 90 days; 0 keeps them)")
+			keepVerdicts := fs.Duration("keep-verdicts", 0, "drop verdicts older than this (0 keeps them; keep them longer than results)")
 			webhook := fs.String("webhook", "", "POST a JSON event to this URL when a country or network outage starts or ends (retried with backoff; never blocks correlation)")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs(args); err != nil {
@@ -58,9 +60,14 @@ results within seconds. Re-running over the same data changes nothing.`,
 					return err
 				}
 				defer st.Close()
+				if *keepResults < 0 || *keepVerdicts < 0 {
+					return usagef("--keep-results and --keep-verdicts must not be negative")
+				}
 				cfg := correlate.Config{
-					Mass: correlate.MassFailure{Share: *massShare, MinOthers: *massMin},
-					Log:  a.log,
+					Mass:         correlate.MassFailure{Share: *massShare, MinOthers: *massMin},
+					Log:          a.log,
+					KeepResults:  *keepResults,
+					KeepVerdicts: *keepVerdicts,
 				}
 				var hook *alert.Webhook
 				done := make(chan struct{})
@@ -99,6 +106,11 @@ results within seconds. Re-running over the same data changes nothing.`,
 				s, err := c.Pass(ctx)
 				if err != nil {
 					return err
+				}
+				if r, v, err := c.Prune(ctx, time.Now()); err != nil {
+					return err
+				} else if r+v > 0 {
+					fmt.Fprintf(a.stdout, "dropped %d result and %d verdict partitions past their retention\n", r, v)
 				}
 				if s.Batches == 0 {
 					fmt.Fprintln(a.stdout, "nothing new")

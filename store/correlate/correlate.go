@@ -33,6 +33,10 @@ type Config struct {
 	Log                          *slog.Logger
 	// Events, when set, receives each outage that starts or ends.
 	Events func(Event)
+	// KeepResults and KeepVerdicts, when set, bound how long raw probe
+	// results and verdicts are kept: Follow drops older daily partitions
+	// every hour. Verdicts should outlive results: recomputing needs them.
+	KeepResults, KeepVerdicts time.Duration
 }
 
 // Event is a country or network outage starting or ending.
@@ -174,12 +178,40 @@ func (c *Correlator) Recompute(ctx context.Context, from time.Time) (Stats, erro
 	return st, nil
 }
 
+// Prune drops the partitions older than the configured retention.
+func (c *Correlator) Prune(ctx context.Context, now time.Time) (results, verdicts int, err error) {
+	for _, p := range []struct {
+		table string
+		keep  time.Duration
+		n     *int
+	}{{"probe_results", c.cfg.KeepResults, &results}, {"observations", c.cfg.KeepVerdicts, &verdicts}} {
+		if p.keep <= 0 {
+			continue
+		}
+		if err := c.pool.QueryRow(ctx, `SELECT cutoff_drop_partitions($1, $2)`, now.Add(-p.keep), p.table).Scan(p.n); err != nil {
+			return results, verdicts, fmt.Errorf("prune %s: %w", p.table, err)
+		}
+	}
+	return results, verdicts, nil
+}
+
 // Follow runs passes until ctx ends, every interval, so intervals follow
-// new results within seconds.
+// new results within seconds; every hour it prunes old partitions.
 func (c *Correlator) Follow(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var pruned time.Time
 	for {
+		if time.Since(pruned) > time.Hour {
+			if r, v, err := c.Prune(ctx, time.Now()); err != nil {
+				c.log.Warn("prune failed", "err", err)
+			} else {
+				pruned = time.Now()
+				if r+v > 0 {
+					c.log.Info("pruned old partitions", "results", r, "verdicts", v)
+				}
+			}
+		}
 		st, err := c.Pass(ctx)
 		switch {
 		case ctx.Err() != nil:
