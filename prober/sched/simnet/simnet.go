@@ -14,7 +14,6 @@ package simnet
 import (
 	"context"
 	"errors"
-	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
@@ -374,17 +373,4 @@ func mix(x uint64) uint64 {
 	x ^= x >> 27
 	x *= 0x94d049bb133111eb
 	return x ^ x>>31
-}
-
-// Hosts lists the host octets of a bitmap, for building worlds.
-func Hosts(bitmap [4]uint64) []uint8 {
-	var out []uint8
-	for w, x := range bitmap {
-		for x != 0 {
-			i := bits.TrailingZeros64(x)
-			out = append(out, uint8(w*64+i))
-			x &= x - 1
-		}
-	}
-	return out
 }
