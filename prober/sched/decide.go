@@ -103,16 +103,17 @@ func failuresToDown(b float64, as []float64) (n int, ok bool) {
 
 // waveSize is how many probes to send at once after the visit's probes
 // so far left it undecided. Trinocular probes one at a time, so a dark
-// block costs up to 15 timeouts (75 s at 5 s) to call; sending every probe
+// block costs up to 15 timeouts (75 s at 5 s) to call. Sending every probe
 // a down verdict needs at once calls it in two timeouts but spends them
 // all whenever an up block's first address happens to be silent, which
 // for a block of low availability is most visits. Waves that double (2,
 // 4, 8 after the first probe) and never exceed what a down verdict still
-// needs are the middle way: a dark block is called in at most five
+// needs are the middle way: a dark block is called in two to four
 // timeouts (two for the dense, reliable blocks that are most of the
 // internet), while an up block costs little more than sequential probing
-// (TestTraffic measures it). wave counts the follow-up waves, from 1;
-// cands are the remaining addresses' availabilities in sending order.
+// (in TestTraffic's world 7.5 probes per /24 per hour, against 10.1 when
+// every needed probe goes at once). wave counts the follow-up waves, from
+// 1; cands are the remaining addresses' availabilities in sending order.
 func waveSize(b float64, cands []float64, budget, wave int) int {
 	cands = cands[:min(len(cands), max(budget, 0))]
 	n, _ := failuresToDown(b, cands)
