@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -118,7 +119,7 @@ func (s *Store) Ingest(ctx context.Context, b Batch) (Counts, error) {
 	}
 	n, err := s.ingest(ctx, &b)
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23514" {
+	if errors.As(err, &pgErr) && pgErr.Code == "23514" && strings.Contains(pgErr.Message, "no partition") {
 		// "no partition of relation found for row": a partition was
 		// dropped under us (retention). Forget what we knew and retry once.
 		s.parts.mu.Lock()
@@ -128,6 +129,11 @@ func (s *Store) Ingest(ctx context.Context, b Batch) (Counts, error) {
 			return Counts{}, err
 		}
 		n, err = s.ingest(ctx, &b)
+	}
+	if errors.As(err, &pgErr) && (pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23") {
+		// A data exception or a constraint the batch breaks: retrying
+		// will not help.
+		return n, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return n, err
 }
@@ -286,7 +292,7 @@ func (r *resultRows) Next() bool {
 func (r *resultRows) Values() ([]any, error) {
 	x := &r.rs[r.i-1]
 	if x.Vantage == "" || !x.Addr.IsValid() || x.SentAt.IsZero() {
-		return nil, fmt.Errorf("result %d: vantage, addr and sent_at are required", r.i-1)
+		return nil, fmt.Errorf("%w: result %d: vantage, addr and sent_at are required", ErrInvalid, r.i-1)
 	}
 	r.row[0] = x.Vantage
 	r.row[1] = x.Kind
@@ -330,7 +336,7 @@ func (r *observationRows) Next() bool {
 func (r *observationRows) Values() ([]any, error) {
 	x := &r.os[r.i-1]
 	if x.Vantage == "" || !x.Block.IsValid() || x.At.IsZero() {
-		return nil, fmt.Errorf("observation %d: vantage, block and at are required", r.i-1)
+		return nil, fmt.Errorf("%w: observation %d: vantage, block and at are required", ErrInvalid, r.i-1)
 	}
 	unit := x.Unit
 	if !unit.IsValid() {

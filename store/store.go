@@ -50,6 +50,21 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	return &Store{pool: pool}, nil
 }
 
+// Dial makes a pool without waiting for the server: connections are made
+// when first needed. A prober starts this way so that it can go on
+// probing (into its spool) while the database is away.
+func Dial(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(ResolveURL(url))
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", describe(cfg.ConnConfig), err)
+	}
+	return &Store{pool: pool}, nil
+}
+
 // describe names a connection target without its password.
 func describe(c *pgx.ConnConfig) string {
 	return fmt.Sprintf("database %q on %s:%d as %q", c.Database, c.Host, c.Port, c.User)
@@ -72,7 +87,7 @@ func (s *Store) ServerVersion(ctx context.Context) (int, error) {
 // or the connection broke, as opposed to the server refusing a statement.
 // Callers use it to decide between retrying later and giving up.
 func IsConnError(err error) bool {
-	if err == nil {
+	if err == nil || errors.Is(err, ErrInvalid) {
 		return false
 	}
 	var pgErr *pgconn.PgError

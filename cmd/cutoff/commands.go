@@ -6,6 +6,7 @@ func commands() []*command {
 		migrateCmd(),
 		targetsCmd(),
 		labCmd(),
+		probeCmd(),
 		correlateCmd(),
 		reportCmd(),
 		vantageCmd(),
