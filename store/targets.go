@@ -299,6 +299,9 @@ type CountrySummary struct {
 
 // Countries summarises every watched country, or just the given ones.
 func (s *Store) Countries(ctx context.Context, codes ...string) ([]CountrySummary, error) {
+	if codes == nil {
+		codes = []string{} // NULL would match nothing
+	}
 	rows, err := s.pool.Query(ctx, `SELECT c.code, c.name,
 			(SELECT count(*) FROM prefixes p WHERE p.country = c.code AND family(p.prefix) = 4),
 			(SELECT count(*) FROM prefixes p WHERE p.country = c.code AND family(p.prefix) = 6),

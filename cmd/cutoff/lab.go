@@ -33,7 +33,7 @@ Every command needs root.`,
 		subs: []*command{
 			labUpCmd(), labDownCmd(), labStatusCmd(),
 			labCutCmd(), labRestoreCmd(), labLossCmd(), labDelayCmd(), labDecayCmd(),
-			labRunCmd(), labExecCmd(), labServeCmd(),
+			labSeedCmd(), labRunCmd(), labExecCmd(), labServeCmd(),
 		},
 	}
 }

@@ -114,6 +114,30 @@ func TestLabCLI(t *testing.T) {
 		t.Errorf("truth file: %v", err)
 	}
 
+	// Register the country, then probe it from vp1 as an operator would:
+	// cutoff lab exec vp1 -- cutoff probe --once (here the test binary
+	// plays cutoff).
+	code, out, stderr = cli(t, with("lab", "seed", "--db", url)...)
+	if code != exitOK || !strings.Contains(out, "census from vp1: 4 blocks, 4 with responsive addresses") {
+		t.Fatalf("seed: exit %d\n%s%s", code, out, stderr)
+	}
+	for _, mode := range []string{"--sweep", "--once"} {
+		code, out, stderr = cli(t, append(with("lab", "exec"), "vp1", "--", os.Args[0], "probe", "--db", url, "--vantage", "vp1", mode,
+			"--round", "2s", "--timeout", "300ms", "--spool", filepath.Join(dir, "spool"), "--allow-reserved", "198.18.0.0/15")...)
+		if code != exitOK {
+			t.Fatalf("probe %s in vp1: exit %d\n%s%s", mode, code, out, stderr)
+		}
+	}
+	var replies, timeouts, sent, verdicts int64
+	s.Pool().QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE outcome = 'reply'), count(*) FILTER (WHERE outcome = 'timeout'),
+		(SELECT probes_sent FROM vantages WHERE name = 'vp1'), (SELECT count(*) FROM observations WHERE state = 'up')
+		FROM probe_results WHERE vantage = 'vp1'`).Scan(&replies, &timeouts, &sent, &verdicts)
+	// The sweep: 90 responsive hosts, 28 TCP services, 4 DNS servers and 5
+	// control targets answer; 926 silent or ICMP-filtering addresses time out.
+	if replies < 90+28+4+5 || timeouts < 900 || verdicts < 8 || sent == 0 {
+		t.Errorf("after probing from vp1: %d replies, %d timeouts, %d up verdicts, last run %d probes", replies, timeouts, verdicts, sent)
+	}
+
 	code, out, _ = cli(t, with("lab", "down")...)
 	if code != exitOK || !strings.Contains(out, "9 namespaces removed") {
 		t.Errorf("down: exit %d, %q", code, out)

@@ -281,7 +281,7 @@ func TestTargetsAddRemove(t *testing.T) {
 		}
 	}
 	list := mustCLI(t, "targets", "list", "--db", db)
-	if !strings.Contains(list, "1 control targets") || !strings.Contains(list, "icmp 192.0.2.1 (control)") {
+	if !strings.Contains(list, "1 control targets") || !strings.Contains(list, "icmp 192.0.2.1 (control)") || !strings.Contains(list, "KP  ") {
 		t.Fatalf("list: %s", list)
 	}
 	code, _, errOut := cli(t, "targets", "list", "--db", db, "--country", "IR")
