@@ -16,6 +16,7 @@ import (
 
 	"github.com/cutoffnet/cutoff/prober"
 	"github.com/cutoffnet/cutoff/prober/lab"
+	"github.com/cutoffnet/cutoff/prober/lab/labdb"
 	"github.com/cutoffnet/cutoff/store"
 )
 
@@ -479,18 +480,6 @@ is gone. 'cutoff lab restore NETWORK' brings them back.`,
 	}
 }
 
-// truthRecorder stores a run's ground truth in lab_truth.
-type truthRecorder struct{ st *store.Store }
-
-func (r truthRecorder) Record(ctx context.Context, t lab.Truth) error {
-	return r.st.RecordLabTruth(ctx, store.LabTruth{
-		RunID: t.RunID, Seq: t.Seq, Scenario: t.Scenario, Country: t.Country, Target: t.Target,
-		Fault: t.Fault, Detail: t.Detail, Prefixes: t.Prefixes, Line: t.Line,
-		StartedAt: t.StartedAt, EndedAt: t.EndedAt, DoneAt: t.DoneAt,
-		StoryStart: t.StoryStart, StoryEnd: t.StoryEnd,
-	})
-}
-
 func labRunCmd() *command {
 	return &command{
 		name: "run", args: "SCENARIO", summary: "play a scenario of faults and record its ground truth",
@@ -578,7 +567,7 @@ before anything happens.`,
 						return err
 					}
 					defer st.Close()
-					opt.Recorder = truthRecorder{st}
+					opt.Recorder = labdb.Recorder{Store: st}
 				}
 				opt.TruthFile, opt.KeepFaults, opt.Log = *truth, *keep, a.log
 				opt.OnEvent = func(e lab.Event, wall time.Time, story *time.Time) {

@@ -97,3 +97,16 @@ func Census(ctx context.Context, l *lab.Lab, st *store.Store, vantage string, po
 	}
 	return st.SaveCensus(ctx, res)
 }
+
+// Recorder stores a scenario run's ground truth in lab_truth.
+type Recorder struct{ Store *store.Store }
+
+// Record implements lab.Recorder.
+func (r Recorder) Record(ctx context.Context, t lab.Truth) error {
+	return r.Store.RecordLabTruth(ctx, store.LabTruth{
+		RunID: t.RunID, Seq: t.Seq, Scenario: t.Scenario, Country: t.Country, Target: t.Target,
+		Fault: t.Fault, Detail: t.Detail, Prefixes: t.Prefixes, Line: t.Line,
+		StartedAt: t.StartedAt, EndedAt: t.EndedAt, DoneAt: t.DoneAt,
+		StoryStart: t.StoryStart, StoryEnd: t.StoryEnd,
+	})
+}
