@@ -9,6 +9,7 @@ func commands() []*command {
 		probeCmd(),
 		correlateCmd(),
 		reportCmd(),
+		demoCmd(),
 		vantageCmd(),
 	}
 }

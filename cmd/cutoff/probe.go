@@ -52,7 +52,9 @@ Every flag can also be set in a YAML file (--config) under the same name.`,
 			refresh := fs.Duration("plan-refresh", d.PlanRefresh, "how often to reload the plan")
 			flush := fs.Duration("flush", d.Flush, "how often results are appended to the spool")
 			drain := fs.Duration("drain", d.Drain, "on exit, how long to keep writing the spool to the database")
+			heartbeat := fs.Duration("heartbeat", d.Heartbeat, "how often to report the vantage and measure the clock against the database")
 			seed := fs.Uint64("seed", 0, "fix the scheduler's pseudo-random choices (tests)")
+			timeScale := fs.Float64("time-scale", 0, "compress the scheduler's hourly budgets by this factor, for compressed lab replays only (e.g. 900 for an hour in 4 s)")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
@@ -88,6 +90,7 @@ Every flag can also be set in a YAML file (--config) under the same name.`,
 				dur("plan-refresh", &cfg.PlanRefresh, *refresh)
 				dur("flush", &cfg.Flush, *flush)
 				dur("drain", &cfg.Drain, *drain)
+				dur("heartbeat", &cfg.Heartbeat, *heartbeat)
 				if set["rate"] {
 					cfg.Rate = *rate
 				}
@@ -96,6 +99,9 @@ Every flag can also be set in a YAML file (--config) under the same name.`,
 				}
 				if set["sweep"] {
 					cfg.Sweep = *sweep
+				}
+				if set["time-scale"] {
+					cfg.TimeScale = *timeScale
 				}
 				if set["seed"] {
 					cfg.Seed = *seed

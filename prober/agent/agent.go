@@ -60,6 +60,10 @@ type Config struct {
 	SpoolMax int64 `yaml:"spool-max"`
 	// Seed fixes the scheduler's pseudo-random choices (tests).
 	Seed uint64 `yaml:"seed"`
+	// TimeScale compresses the scheduler's hourly budgets and sampling
+	// interval alike, for the lab's replays of history (a story hour in
+	// four seconds is 900). 1 (or 0) for real deployments.
+	TimeScale float64 `yaml:"time-scale"`
 }
 
 // Defaults returns the configuration a real deployment starts from.
@@ -105,12 +109,18 @@ func (c *Config) Validate() error {
 		return errors.New("vantage: a name is required (--vantage)")
 	case !vantageName.MatchString(c.Vantage):
 		return fmt.Errorf("vantage %q: letters, digits, '.', '_' and '-' only, at most 63", c.Vantage)
-	case c.Round < time.Second:
-		return fmt.Errorf("round %v: at least 1s", c.Round)
+	case c.TimeScale < 0:
+		return fmt.Errorf("time-scale %v: must not be negative", c.TimeScale)
+	case c.Round < time.Second && c.TimeScale <= 1:
+		return fmt.Errorf("round %v: at least 1s (shorter only in compressed lab replays, --time-scale)", c.Round)
+	case c.Round < 50*time.Millisecond:
+		return fmt.Errorf("round %v: at least 50ms", c.Round)
 	case c.Timeout <= 0 || c.Timeout > c.Round:
 		return fmt.Errorf("timeout %v: positive and at most the round (%v)", c.Timeout, c.Round)
 	case c.Recheck <= 0:
 		return fmt.Errorf("recheck %v: must be positive", c.Recheck)
+	case c.TimeScale > 1 && c.Recheck == 30*time.Second:
+		c.Recheck = min(time.Duration(float64(c.Recheck)/c.TimeScale), c.Round/4)
 	case c.Recheck > c.Round/4:
 		// Re-checks are a fraction of a round by design; with a short
 		// round (tests, the demo) the default 30 s would not fit.

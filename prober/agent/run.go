@@ -238,6 +238,13 @@ func (a *Agent) probe(ctx context.Context, probers map[prober.Kind]prober.Prober
 		return err
 	}
 	scfg := sched.Config{Round: a.cfg.Round, Timeout: a.cfg.Timeout, Recheck: a.cfg.Recheck, Seed: a.cfg.Seed, Log: a.log}
+	if c := a.cfg.TimeScale; c > 1 {
+		// Compressed history: an hour's budgets pass in 1/c of an hour.
+		scfg.Sample = time.Duration(float64(time.Minute) / c)
+		scfg.Budget = 15 * c
+		scfg.BlockCap = 60 * c
+		scfg.MinInterval = min(time.Duration(float64(10*time.Second)/c), a.cfg.Recheck/2)
+	}
 	s, err := sched.New(plan, probers, a.col, scfg)
 	if err != nil {
 		return fmt.Errorf("scheduler: %w", err)

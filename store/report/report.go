@@ -447,3 +447,60 @@ func ParsePeriod(s string, now time.Time) (time.Time, error) {
 	}
 	return time.Time{}, fmt.Errorf("%q is not a duration (24h, 7d), date (2014-12-22) or time (2014-12-22T16:15:00Z)", s)
 }
+
+// Warp re-expresses the report on another clock: every time t becomes
+// f(t) and every duration is multiplied by scale. The lab's replays run
+// history compressed (an hour in four seconds) and report it on the clock
+// of the story they replay.
+func (r *Report) Warp(f func(time.Time) time.Time, scale float64) {
+	d := func(x time.Duration) time.Duration { return time.Duration(float64(x) * scale) }
+	tp := func(t *time.Time) {
+		if t != nil {
+			*t = f(*t)
+		}
+	}
+	span := func(s *Span) {
+		if s != nil {
+			s.At, s.Earliest, s.Latest = f(s.At), f(s.Earliest), f(s.Latest)
+		}
+	}
+	ivs := func(xs []Interval) {
+		for i := range xs {
+			xs[i].Start, xs[i].End = f(xs[i].Start), f(xs[i].End)
+		}
+	}
+	sum := func(s *Summary) {
+		s.Measured, s.Up, s.Partial, s.Down, s.Longest = d(s.Measured), d(s.Up), d(s.Partial), d(s.Down), d(s.Longest)
+	}
+	outs := func(os []Outage) {
+		for i := range os {
+			span(&os[i].Start)
+			span(os[i].End)
+			os[i].Duration = d(os[i].Duration)
+		}
+	}
+	r.Generated, r.Since, r.Until = f(r.Generated), f(r.Since), f(r.Until)
+	tp(r.Horizon)
+	for i := range r.Countries {
+		c := &r.Countries[i]
+		sum(&c.Summary)
+		outs(c.Outages)
+		ivs(c.Intervals)
+		for j := range c.Networks {
+			n := &c.Networks[j]
+			sum(&n.Summary)
+			outs(n.Outages)
+			ivs(n.Intervals)
+		}
+	}
+	for i := range r.Vantages {
+		v := &r.Vantages[i]
+		tp(v.LastSeen)
+		v.Unhealthy = d(v.Unhealthy)
+		ivs(v.Intervals)
+		for j := range v.Periods {
+			v.Periods[j].Start = f(v.Periods[j].Start)
+			tp(v.Periods[j].End)
+		}
+	}
+}

@@ -255,3 +255,22 @@ func TestParsePeriod(t *testing.T) {
 		})
 	}
 }
+
+func TestWarp(t *testing.T) {
+	t.Parallel()
+	st := fixture(t)
+	r := build(t, st, report.Options{Countries: []string{"KP"}, Since: since, Until: until, Now: until})
+	// Replay the fixture one hundred times slower, starting in 2030.
+	origin := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	r.Warp(func(x time.Time) time.Time { return origin.Add(x.Sub(since) * 100) }, 100)
+	o := r.Countries[0].Outages[0]
+	if want := origin.Add(time.Date(2014, 12, 22, 16, 15, 4, 0, time.UTC).Sub(since) * 100); !o.Start.At.Equal(want) {
+		t.Fatalf("warped start %v, want %v", o.Start.At, want)
+	}
+	if want := (9*time.Hour + 30*time.Minute + 58*time.Second) * 100; o.Duration != want || r.Countries[0].Summary.Longest != want {
+		t.Fatalf("warped duration %v, want %v", o.Duration, want)
+	}
+	if !r.Since.Equal(origin) || r.Countries[0].Summary.Availability < 0.7 {
+		t.Fatalf("warped report %v, availability %v", r.Since, r.Countries[0].Summary.Availability)
+	}
+}
