@@ -42,7 +42,6 @@ func TestLabRunBadScenario(t *testing.T) {
 // down.
 func TestLabCLI(t *testing.T) {
 	labtest.Require(t)
-	t.Setenv(asCLI, "1") // for the serve daemon only: this process has started
 	p, dir := labtest.Prefix(), t.TempDir()
 	flags := []string{"--prefix", p, "--state-dir", dir}
 	t.Cleanup(func() {

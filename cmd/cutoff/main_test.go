@@ -20,6 +20,10 @@ func TestMain(m *testing.M) {
 	if os.Getenv(asCLI) == "1" {
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
+	// Children this test binary starts (the lab's serve daemon, probers,
+	// the correlator) are the cutoff binary: the test binary acting as
+	// the CLI. This process has already decided it runs the tests.
+	os.Setenv(asCLI, "1")
 	pgtest.Main(m)
 }
 
@@ -31,7 +35,8 @@ const (
 // cli runs cutoff in-process and returns its exit code and output.
 func cli(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Long enough for the demo's replay; each test bounds its own work.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var out, errOut bytes.Buffer
 	code = run(ctx, args, &out, &errOut)

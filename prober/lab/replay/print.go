@@ -9,7 +9,12 @@ import (
 
 const stamp = "2006-01-02 15:04"
 
-func secs(d time.Duration) string { return fmt.Sprintf("%+.0f s", d.Seconds()) }
+func secs(d time.Duration) string {
+	if d.Abs() < 10*time.Second {
+		return fmt.Sprintf("%+.1f s", d.Seconds())
+	}
+	return fmt.Sprintf("%+.0f s", d.Seconds())
+}
 
 // Write prints the derived outages side by side with the truth, on the
 // story clock, then what happened around the vantage and network faults.

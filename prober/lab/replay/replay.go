@@ -441,7 +441,7 @@ func score(ctx context.Context, st *store.Store, l *lab.Lab, run *lab.RunResult,
 		story = *run.StoryStart
 	}
 	r.Story = func(t time.Time) time.Time {
-		return story.Add(time.Duration(float64(t.Sub(origin)) * scale)).UTC().Truncate(time.Second)
+		return story.Add(time.Duration(float64(t.Sub(origin)) * scale)).UTC()
 	}
 	win := func(a, b time.Time) Window {
 		return Window{Start: a, End: b, StoryStart: r.Story(a), StoryEnd: r.Story(b)}
