@@ -274,3 +274,56 @@ func TestWarp(t *testing.T) {
 		t.Fatalf("warped report %v, availability %v", r.Since, r.Countries[0].Summary.Availability)
 	}
 }
+
+// TestREADMEQueries runs the README's SQL examples, as a cutoff_reader,
+// against the fixture history, so the documentation stays true.
+func TestREADMEQueries(t *testing.T) {
+	t.Parallel()
+	st := fixture(t)
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(readme)
+	i := strings.Index(s, "<!-- sql-examples -->")
+	if i < 0 {
+		t.Fatal("README has no <!-- sql-examples --> block")
+	}
+	s = s[i:]
+	s = s[strings.Index(s, "```sql")+len("```sql"):]
+	s = s[:strings.Index(s, "```")]
+	ctx := context.Background()
+	conn, err := st.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SET ROLE cutoff_reader"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, "RESET ROLE")
+	n := 0
+	for _, q := range strings.Split(s, ";\n") {
+		if strings.TrimSpace(q) == "" {
+			continue
+		}
+		n++
+		rows, err := conn.Query(ctx, q)
+		if err != nil {
+			t.Fatalf("README query fails: %v\n%s", err, q)
+		}
+		count := 0
+		for rows.Next() {
+			count++
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("README query fails: %v\n%s", err, q)
+		}
+		if strings.Contains(q, "country_outages") && !strings.Contains(q, "observations") && count == 0 {
+			t.Errorf("README query returns nothing on the fixture's three outages:\n%s", q)
+		}
+	}
+	if n < 5 {
+		t.Fatalf("%d README queries found, want the examples", n)
+	}
+}
