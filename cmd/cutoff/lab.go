@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -638,6 +639,10 @@ there reaches PostgreSQL through a unix socket.`,
 				}
 				cmd := l.Command(ctx, args[0], args[1], args[2:]...)
 				cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, a.stdout, a.stderr
+				// A SIGTERM to us is passed on, so a prober in the lab
+				// flushes and exits cleanly instead of being killed.
+				cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+				cmd.WaitDelay = time.Minute
 				err = cmd.Run()
 				var ee *exec.ExitError
 				if errors.As(err, &ee) {
