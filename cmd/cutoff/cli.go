@@ -86,12 +86,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	level := global.String("log-level", "info", "log level: debug, info, warn or error")
 	jsonLogs := global.Bool("log-json", false, "log as JSON lines instead of text")
 	r := root()
-	global.Usage = func() { printGroupHelp(stderr, r, nil, global) }
+	global.Usage = func() {} // help is printed below, once, where it belongs
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printGroupHelp(stdout, r, nil, global)
 			return exitOK
 		}
+		fmt.Fprintln(stderr, "run 'cutoff --help' for usage")
 		return exitUsage
 	}
 	var lvl slog.Level

@@ -67,6 +67,13 @@ func query[T any](t *testing.T, db, sql string) T {
 	return v
 }
 
+func TestHelpPrintedOnce(t *testing.T) {
+	code, out, errOut := cli(t, "--help")
+	if code != exitOK || strings.Count(out+errOut, "Commands:") != 1 {
+		t.Fatalf("--help: exit %d, printed %d times", code, strings.Count(out+errOut, "Commands:"))
+	}
+}
+
 func TestHelpAndUsage(t *testing.T) {
 	tests := []struct {
 		name string
@@ -76,6 +83,7 @@ func TestHelpAndUsage(t *testing.T) {
 	}{
 		{"no command", nil, exitUsage, "Commands:"},
 		{"help", []string{"--help"}, exitOK, "Commands:"},
+		{"bad global flag", []string{"--verbose", "migrate"}, exitUsage, "run 'cutoff --help'"},
 		{"unknown command", []string{"frobnicate"}, exitUsage, `unknown command "frobnicate"`},
 		{"group without subcommand", []string{"targets"}, exitUsage, "import"},
 		{"leaf help", []string{"targets", "import", "--help"}, exitOK, "-rir"},
