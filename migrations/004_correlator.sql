@@ -30,9 +30,13 @@ CREATE TABLE correlator_state (
 );
 INSERT INTO correlator_state DEFAULT VALUES;
 
--- A year of one country's history must answer in milliseconds.
+-- A year of one country's history must answer in milliseconds: GiST on
+-- (key, range) for overlap queries, and btree on the down intervals'
+-- starts for the outage views, which filter on started_at.
 CREATE INDEX country_intervals_during ON country_intervals USING gist (country, during);
+CREATE INDEX country_outages_start ON country_intervals (country, lower(during)) WHERE state = 'down';
 CREATE INDEX network_intervals_network ON network_intervals (network, lower(during));
+CREATE INDEX network_outages_start ON network_intervals (country, lower(during)) WHERE state = 'down';
 
 CREATE OR REPLACE VIEW network_outages AS
 SELECT n.network,
