@@ -47,7 +47,7 @@ Every flag can also be set in a YAML file (--config) under the same name.`,
 			fs.Var(&optOut, "opt-out", "`PREFIX` never to probe (repeatable)")
 			contact := fs.String("contact", d.Contact, "contact/opt-out URL named in every ICMP probe's payload")
 			icmpMode := fs.String("icmp-mode", d.ICMPMode, "ICMP socket: auto (raw, else ping socket), raw or ping")
-			once := fs.Bool("once", false, "run one round, write everything, and exit (for cron and tests)")
+			once := fs.Bool("once", false, "run one round (it lasts --round: visits are spread across it), write everything, and exit (for cron and tests)")
 			sweep := fs.Bool("sweep", false, "instead of adaptive visits, probe every address of every block once (a full snapshot: replies from every responsive host, timeouts from silent ones) and exit")
 			refresh := fs.Duration("plan-refresh", d.PlanRefresh, "how often to reload the plan")
 			flush := fs.Duration("flush", d.Flush, "how often results are appended to the spool")
