@@ -241,7 +241,7 @@ func (a *Agent) probe(ctx context.Context, probers map[prober.Kind]prober.Prober
 	if c := a.cfg.TimeScale; c > 1 {
 		// Compressed history: an hour's budgets pass in 1/c of an hour.
 		scfg.Sample = time.Duration(float64(time.Minute) / c)
-		scfg.Budget = 15 * c
+		scfg.Budget = 18 * c
 		scfg.BlockCap = 60 * c
 		scfg.MinInterval = min(time.Duration(float64(10*time.Second)/c), a.cfg.Recheck/2)
 	}

@@ -302,14 +302,15 @@ func downBackoff(recheck, interval time.Duration, step int) (time.Duration, bool
 // in Trinocular, unless its country has so few units that a round would
 // leave the country unobserved for long. Then its units share out visits
 // so the country is sampled about every sample, as far as a budget of
-// probes per /24 per hour allows; cost is the expected probes of one
-// visit.
-func visitsPerRound(round, sample time.Duration, countryUnits, blocks int, cost, budget float64) int {
+// probes per /24 per hour allows. cost is the expected probes of one
+// visit; fixed are the probes only the round's regular visit sends (the
+// operator's service targets: extra visits only sample the hosts).
+func visitsPerRound(round, sample time.Duration, countryUnits, blocks int, cost, fixed, budget float64) int {
 	if sample <= 0 || countryUnits <= 0 || cost <= 0 {
 		return 1
 	}
 	want := int(math.Ceil(float64(round) / (float64(countryUnits) * float64(sample))))
-	afford := int(math.Floor(budget * float64(blocks) * round.Hours() / cost))
+	afford := int(math.Floor((budget*float64(blocks)*round.Hours() - fixed) / cost))
 	return min(max(min(want, afford), 1), maxVisitsPerRound)
 }
 

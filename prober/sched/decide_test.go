@@ -297,21 +297,25 @@ func TestVisitsPerRound(t *testing.T) {
 		countryUnits int
 		blocks       int
 		cost         float64
+		fixed        float64
 		sample       time.Duration
 		budget       float64
 		want         int
 	}{
-		{"a large country is visited once a round", 1000, 1, 1.04, time.Minute, 15, 1},
+		{"a large country is visited once a round", 1000, 1, 1.04, 0, time.Minute, 15, 1},
 		// Wants ceil(660/240) = 3 visits; 15/h buys 2.75 probes a round.
-		{"four dense /24s: budget-bound", 4, 1, 1.04, time.Minute, 15, 2},
+		{"four dense /24s: budget-bound", 4, 1, 1.04, 0, time.Minute, 15, 2},
+		// A DNS server asked once a round leaves 18/h*(11/60) - 1 = 2.3.
+		{"four dense /24s with a service each", 4, 1, 1.04, 1, time.Minute, 18, 2},
+		{"a service the budget cannot carry twice", 4, 1, 1.04, 1, time.Minute, 15, 1},
 		// One pooled unit of four blocks: wants 11; affords 15*4*(11/60)/2 = 5.
-		{"a pooled country", 1, 4, 2, time.Minute, 15, 5},
-		{"extra visits off", 1, 4, 2, -1, 15, 1},
-		{"no budget", 1, 1, 1, time.Minute, 0, 1},
+		{"a pooled country", 1, 4, 2, 0, time.Minute, 15, 5},
+		{"extra visits off", 1, 4, 2, 0, -1, 15, 1},
+		{"no budget", 1, 1, 1, 0, time.Minute, 0, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := visitsPerRound(round, tt.sample, tt.countryUnits, tt.blocks, tt.cost, tt.budget); got != tt.want {
+			if got := visitsPerRound(round, tt.sample, tt.countryUnits, tt.blocks, tt.cost, tt.fixed, tt.budget); got != tt.want {
 				t.Errorf("visitsPerRound = %d, want %d", got, tt.want)
 			}
 		})

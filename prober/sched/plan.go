@@ -314,7 +314,7 @@ func build(p *store.Plan, cfg Config, have func(prober.Kind) bool, rng *rand.Ran
 				}
 			}
 			per = min(per, visitsPerRound(cfg.Round, cfg.Sample, int(sp.hi-sp.lo), int(u.nblocks),
-				visitCost(float64(u.avail))+float64(manual), cfg.Budget))
+				visitCost(float64(u.avail)), float64(manual), cfg.Budget))
 		}
 		if n == 0 || per <= 1 || n > 0xffff {
 			continue

@@ -167,7 +167,7 @@ type Config struct {
 	// turns extra visits off).
 	Sample time.Duration
 	// Budget is the average probes per /24 per hour that extra visits
-	// may bring a unit to (default 15, under Trinocular's 20).
+	// may bring a unit to (default 18, under Trinocular's 20).
 	Budget float64
 	// BlockCap is a hard cap on probes per /24 per hour, whatever
 	// happens (default 60, with a burst of two full visits).
@@ -210,7 +210,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Sample = time.Minute
 	}
 	if c.Budget == 0 {
-		c.Budget = 15
+		c.Budget = 18
 	}
 	if c.BlockCap == 0 {
 		c.BlockCap = 60

@@ -84,7 +84,9 @@ func (s *Scheduler) visit(ctx context.Context, i int32, why Why, now int64) {
 	if v.mode == modeRecover {
 		n = recoveryProbes(float64(u.avail))
 	}
-	s.sendWave(ctx, v, n, true)
+	// Extra visits sample the hosts, to time a change sharply; the
+	// operator's services are asked on the other visits.
+	s.sendWave(ctx, v, n, why != Extra)
 	if v.n == 0 {
 		// Nothing could be sent (the engines refused every target, or
 		// the run is ending): no visit took place, so no verdict.
