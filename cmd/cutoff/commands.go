@@ -10,5 +10,6 @@ func commands() []*command {
 		correlateCmd(),
 		reportCmd(),
 		vantageCmd(),
+		benchCmd(),
 	}
 }
