@@ -287,19 +287,25 @@ second, wall time, and the Go heap at its peak.`,
 	}
 }
 
-type scaleFlags struct{ blocks, rounds *int }
+type scaleFlags struct {
+	blocks, rounds *int
+	limit          *time.Duration
+}
 
 func addScaleFlags(fs *flag.FlagSet) scaleFlags {
 	return scaleFlags{
 		blocks: fs.Int("blocks", 1_000_000, "blocks the scheduler tracks"),
 		rounds: fs.Int("rounds", 2, "rounds timed after the first"),
+		limit:  fs.Duration("limit", 10*time.Minute, "bound on the whole benchmark"),
 	}
 }
 
 func runScale(ctx context.Context, a *app, f scaleFlags) error {
-	if *f.blocks <= 0 || *f.blocks > 1<<20 || *f.rounds <= 0 {
-		return usagef("--blocks must be 1 to %d, --rounds positive", 1<<20)
+	if *f.blocks <= 0 || *f.blocks > 1<<20 || *f.rounds <= 0 || *f.limit <= 0 {
+		return usagef("--blocks must be 1 to %d, --rounds and --limit positive", 1<<20)
 	}
+	ctx, cancel := context.WithTimeout(ctx, *f.limit)
+	defer cancel()
 	rep, err := bench.Scale{Blocks: *f.blocks, Rounds: *f.rounds, Log: a.log}.Run(ctx)
 	if rep != nil {
 		rep.Write(a.stdout)
