@@ -142,21 +142,29 @@ func TestProcParsers(t *testing.T) {
 func TestSendSpan(t *testing.T) {
 	t0 := time.Unix(0, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	// steady: 10 packets per ms from 5 ms to 105 ms (1000 packets), sampled
+	// every 10 ms: the ends fall between samples.
+	var steady []sample
+	for ms := 0; ms <= 130; ms += 10 {
+		n := min(max(ms-5, 0), 100) * 10
+		steady = append(steady, sample{at(ms), uint64(500 + n)})
+	}
 	tests := []struct {
 		name     string
 		give     []sample
 		wantSent uint64
 		wantTime time.Duration
 	}{
-		{"nothing", []sample{{at(0), 5}, {at(1), 5}}, 0, 0},
+		{"nothing", []sample{{at(0), 5}, {at(10), 5}}, 0, 0},
 		{"one sample", []sample{{at(0), 5}}, 0, 0},
-		{"steady", []sample{{at(0), 5}, {at(1), 5}, {at(2), 105}, {at(3), 205}, {at(4), 305}, {at(5), 305}}, 300, 2 * time.Millisecond},
-		{"within one interval", []sample{{at(0), 0}, {at(1), 50}, {at(2), 50}}, 50, time.Millisecond},
+		{"steady", steady, 1000, 100 * time.Millisecond},
+		{"short", []sample{{at(0), 5}, {at(10), 5}, {at(20), 105}, {at(30), 205}, {at(40), 305}, {at(50), 305}}, 300, 20 * time.Millisecond},
+		{"within one interval", []sample{{at(0), 0}, {at(10), 50}, {at(20), 50}}, 50, sampleEvery},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sent, d := sendSpan(tt.give)
-			if sent != tt.wantSent || d != tt.wantTime {
+			if sent != tt.wantSent || (d-tt.wantTime).Abs() > time.Microsecond {
 				t.Errorf("sendSpan = %d, %s; want %d, %s", sent, d, tt.wantSent, tt.wantTime)
 			}
 		})
