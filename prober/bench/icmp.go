@@ -399,7 +399,7 @@ func (b *ICMP) run(ctx context.Context, tool string, rate int, rng netip.Prefix,
 		argv = []string{"fping", "-a", "-r", "0", "-t", strconv.Itoa(int(b.Timeout.Milliseconds())),
 			"-i", interval, "-S", gw.src.String(), "-f", filepath.Join(dir, "targets.txt")}
 	}
-	if _, err := b.route(rng); err != nil { // check again: the lab is shared with nobody, but be sure
+	if _, err := b.route(rng); err != nil { // before every run: still no way out of the lab
 		return row, err
 	}
 	before, err := b.counters()
