@@ -11,5 +11,6 @@ func commands() []*command {
 		reportCmd(),
 		demoCmd(),
 		vantageCmd(),
+		benchCmd(),
 	}
 }
