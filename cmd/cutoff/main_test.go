@@ -93,6 +93,7 @@ func TestHelpAndUsage(t *testing.T) {
 		{"stray argument", []string{"migrate", "now"}, exitUsage, `unexpected argument "now"`},
 		{"bad country", []string{"targets", "import", "--country", "K1", "--rir", apnicSample}, exitUsage, "two-letter"},
 		{"no inputs", []string{"targets", "import", "--country", "KP"}, exitUsage, "--rir or --cidr"},
+		{"missing file", []string{"targets", "import", "--country", "KP", "--rir", "/nonexistent/delegated-apnic"}, exitUsage, "open /nonexistent/delegated-apnic: no such file"},
 		{"bad address", []string{"targets", "add", "--country", "KP", "--kind", "tcp", "--addr", "175.45.176.300", "--port", "80"}, exitUsage, "not an IP address"},
 		{"tcp without port", []string{"targets", "add", "--country", "KP", "--kind", "tcp", "--addr", "175.45.176.1"}, exitUsage, "need a port"},
 		{"unknown kind", []string{"targets", "add", "--country", "KP", "--kind", "udp", "--addr", "175.45.176.1"}, exitUsage, "not icmp, tcp or dns"},

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
 	"path/filepath"
 	"sort"
@@ -144,8 +145,9 @@ malformed line rejects the whole import (exit 2) and nothing is written.`,
 }
 
 // readInput opens a file or URL, showing a progress bar on a terminal, and
-// parses it. Errors opening are runtime failures; errors parsing are bad
-// input.
+// parses it. A local file that is not there and errors parsing are bad
+// input; other errors opening (a registry's server away) are runtime
+// failures.
 func readInput(ctx context.Context, a *app, src string, parse func(io.Reader) (any, error)) (any, error) {
 	var bar *progressbar.ProgressBar
 	in, err := rir.Open(ctx, src, func(r io.Reader, size int64) io.Reader {
@@ -155,6 +157,9 @@ func readInput(ctx context.Context, a *app, src string, parse func(io.Reader) (a
 		bar = progressbar.DefaultBytes(size, "read "+filepath.Base(src))
 		return io.TeeReader(r, bar)
 	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, badInput(err)
+	}
 	if err != nil {
 		return nil, err
 	}

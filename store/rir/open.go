@@ -66,7 +66,7 @@ func Open(ctx context.Context, src string, wrap func(r io.Reader, size int64) io
 	} else {
 		f, err := os.Open(src)
 		if err != nil {
-			return nil, fmt.Errorf("open %w", err)
+			return nil, err // *fs.PathError: "open FILE: reason"
 		}
 		s.closer = append(s.closer, f)
 		if fi, err := f.Stat(); err == nil {

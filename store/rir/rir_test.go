@@ -262,3 +262,30 @@ func TestCheckOverlap(t *testing.T) {
 		})
 	}
 }
+
+// LACNIC's extended file numbers its opaque ids, not hashes them, and lists
+// address counts like 131072 (a /15) and 4096 (a /20): the records of
+// Cuba, copied from its file of 2016-01-29.
+func TestParseLACNIC(t *testing.T) {
+	f, err := os.Open("testdata/delegated-lacnic-extended-sample")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	file, err := Parse(f, "lacnic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if file.Registry != "lacnic" || file.Serial != "20160129" {
+		t.Fatalf("header: registry %q serial %q", file.Registry, file.Serial)
+	}
+	cu := file.Country("CU")
+	if len(cu) != 27 {
+		t.Fatalf("CU: %d networks, want 21 ipv4 and 6 ipv6", len(cu))
+	}
+	n := cu[0]
+	// AS27725 shares the opaque id 21116 with 152.206.0.0/15.
+	if n.Prefix != netip.MustParsePrefix("152.206.0.0/15") || n.ASN != 27725 || n.Status != "allocated" || n.Delegated.Format("2006-01-02") != "2014-06-04" {
+		t.Fatalf("first CU network %+v", n)
+	}
+}
