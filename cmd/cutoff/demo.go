@@ -67,19 +67,21 @@ A database given with --db gets the lab's country (code KP, addresses in
 				cfg.Prefix = *prefix
 				cfg.Country.Code, cfg.Country.Name = "KP", "North Korea (lab)"
 
+				// Empty with PG* variables set: they name the database, here
+				// and in the probers and the correlator (same environment).
 				url := store.ResolveURL(*db)
 				if url == "" && os.Getenv("PGHOST") == "" && os.Getenv("PGDATABASE") == "" {
 					fmt.Fprintln(a.stderr, "starting a throwaway PostgreSQL…")
-					cl, err := pgtemp.Start(ctx, pgtemp.Options{Log: a.log})
+					cl, err := pgtemp.Start(ctx, pgtemp.Options{Log: a.log, Detach: *keep})
 					if err != nil {
 						return err
 					}
+					url = cl.URL("postgres")
 					if *keep {
-						fmt.Fprintf(a.stderr, "keeping the database: --db %q (stop it with: kill %d)\n", cl.URL("postgres"), cl.PID())
+						defer fmt.Fprintf(a.stderr, "kept the database, still running: --db %q\n  when done: kill %d && rm -rf %s\n", url, cl.PID(), cl.Dir)
 					} else {
 						defer cl.Stop()
 					}
-					url = cl.URL("postgres")
 				}
 				st, err := store.Open(ctx, url)
 				if err != nil {

@@ -144,6 +144,29 @@ func TestLab(t *testing.T) {
 		checkIsolated(t, l)
 	})
 
+	// The kernel's ICMP limits are raised in every namespace (else a
+	// router's unreachables and a host's echo replies would be capped).
+	t.Run("kernel limits raised", func(t *testing.T) {
+		want := map[string]string{"net/ipv4/icmp_ratelimit": "0", "net/ipv4/icmp_msgs_per_sec": "100000000", "net/ipv4/icmp_msgs_burst": "100000000"}
+		for _, role := range []string{"vp1", "vp2", "transit", "border", "country", "net0", "net3"} {
+			err := l.Do(role, func() error {
+				for key, v := range want {
+					b, err := os.ReadFile("/proc/sys/" + key)
+					if err != nil {
+						return err
+					}
+					if got := strings.TrimSpace(string(b)); got != v {
+						t.Errorf("%s: %s = %s, want %s", role, key, got, v)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	t.Run("icmp", func(t *testing.T) {
 		wantAll(t, l, "vp1", "responsive hosts", icmpHosts)
 		wantAll(t, l, "vp1", "control targets", control)

@@ -119,6 +119,9 @@ func Run(ctx context.Context, l *Lab, sc *Scenario, opt RunOptions) (*RunResult,
 	if l == nil && (len(sc.Events) == 0 || sc.Events[0].Op != "up") {
 		return nil, fmt.Errorf("%s: the lab is not up and the scenario does not start with up", sc.File)
 	}
+	if l == nil && opt.Up == nil {
+		return nil, fmt.Errorf("%s: no lab given and no RunOptions.Up to bring one up", sc.File)
+	}
 	if l != nil {
 		if err := sc.Check(l.Config()); err != nil {
 			return nil, err

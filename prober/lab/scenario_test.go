@@ -322,3 +322,18 @@ func TestRunCancel(t *testing.T) {
 		t.Errorf("faults after a cancelled run: %v", f)
 	}
 }
+
+// TestRunWithoutLab: Run refuses, rather than crashes, when it has neither
+// a lab nor a way to bring one up. No namespaces are needed.
+func TestRunWithoutLab(t *testing.T) {
+	for _, give := range []string{"+0s up\n+1s end\n", "+0s cut border\n+1s end\n"} {
+		sc, err := lab.ParseScenario("n.scn", strings.NewReader(give))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := lab.Run(context.Background(), nil, sc, lab.RunOptions{})
+		if err == nil || res != nil || !strings.Contains(err.Error(), "n.scn") {
+			t.Errorf("%q: result %v, err %v, want an error naming the file", give, res, err)
+		}
+	}
+}

@@ -40,6 +40,11 @@ type Options struct {
 	Settings map[string]string
 	// Log receives progress messages; nil discards them.
 	Log *slog.Logger
+	// Detach lets the server outlive this process, for a user who wants
+	// to look at the data afterwards: it is then theirs to stop (kill
+	// PID) and remove (Dir). By default the server gets a parent-death
+	// signal, so a crashed test run leaves no server behind.
+	Detach bool
 }
 
 // Cluster is a running throwaway PostgreSQL server.
@@ -51,6 +56,7 @@ type Cluster struct {
 
 	bin      string
 	args     []string
+	detach   bool
 	cred     *syscall.Credential
 	cmd      *exec.Cmd
 	waitErr  chan error
@@ -112,7 +118,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
-	c := &Cluster{Dir: dir, SocketDir: dir}
+	c := &Cluster{Dir: dir, SocketDir: dir, detach: opts.Detach}
 	data := filepath.Join(dir, "data")
 	if err := os.Mkdir(data, 0o700); err != nil {
 		os.RemoveAll(dir)
@@ -247,7 +253,9 @@ func (c *Cluster) spawn(logf *os.File) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{
 			Credential: c.cred,
 			Setpgid:    true, // a ^C to the test run reaches us, not the server directly
-			Pdeathsig:  syscall.SIGQUIT,
+		}
+		if !c.detach {
+			cmd.SysProcAttr.Pdeathsig = syscall.SIGQUIT
 		}
 		if err := cmd.Start(); err != nil {
 			started <- fmt.Errorf("start postgres: %w", err)

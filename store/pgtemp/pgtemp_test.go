@@ -2,7 +2,9 @@ package pgtemp
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"syscall"
 	"testing"
 	"time"
@@ -87,5 +89,67 @@ func TestDurableKeepsFsync(t *testing.T) {
 	conn.QueryRow(ctx, "SELECT current_setting('fsync'), current_setting('work_mem')").Scan(&fsync, &workMem)
 	if fsync != "on" || workMem != "8MB" {
 		t.Fatalf("fsync %q work_mem %q", fsync, workMem)
+	}
+}
+
+// A detached server outlives the process that started it (cutoff demo
+// --keep), and a default one does not. The starting process is this test
+// binary run again as a child, so that it can exit while we watch.
+func TestDetachOutlivesProcess(t *testing.T) {
+	if os.Getenv("PGTEMP_CHILD") != "" {
+		c, err := Start(context.Background(), Options{Detach: os.Getenv("PGTEMP_CHILD") == "detach"})
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Printf("started %d %s\n", c.PID(), c.Dir)
+		os.Exit(0) // no Stop: as if cutoff demo --keep had returned
+	}
+	for _, mode := range []string{"detach", "attached"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^TestDetachOutlivesProcess$")
+			cmd.Env = append(os.Environ(), "PGTEMP_CHILD="+mode)
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			var pid int
+			var dir string
+			if _, err := fmt.Sscanf(string(out), "started %d %s", &pid, &dir); err != nil {
+				t.Fatalf("child said %q: %v", out, err)
+			}
+			defer os.RemoveAll(dir)
+			url := fmt.Sprintf("host=%s user=%s dbname=postgres sslmode=disable", dir, Superuser)
+			alive := func() bool {
+				conn, err := pgx.Connect(ctx, url)
+				if err != nil {
+					return false
+				}
+				conn.Close(ctx)
+				return true
+			}
+			if mode == "detach" {
+				defer func() {
+					syscall.Kill(pid, syscall.SIGQUIT) // the server we had started
+					for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+						time.Sleep(50 * time.Millisecond)
+					}
+				}()
+				if !alive() {
+					t.Fatal("detached server gone with the process that started it")
+				}
+				return
+			}
+			// The parent-death signal may take a moment to land.
+			deadline := time.Now().Add(10 * time.Second)
+			for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if alive() {
+				t.Fatal("attached server outlived the process that started it")
+			}
+		})
 	}
 }

@@ -40,8 +40,11 @@ import (
 //go:embed december-2014.scn
 var December2014 []byte
 
-// Options configure a replay. DB and Scenario are required.
+// Options configure a replay. Scenario is required.
 type Options struct {
+	// DB is the database's URL; empty means $DATABASE_URL or else libpq's
+	// PG* variables, for this process and for the probers and the
+	// correlator it starts (they inherit the environment).
 	DB       string
 	Scenario *lab.Scenario
 	// Exe is the cutoff binary the probers and the correlator run as
@@ -143,8 +146,8 @@ type Health struct {
 
 // Run plays the replay. The lab is taken down at the end.
 func Run(ctx context.Context, opt Options) (*Result, error) {
-	if opt.DB == "" || opt.Scenario == nil {
-		return nil, errors.New("replay: a database and a scenario are required")
+	if opt.Scenario == nil {
+		return nil, errors.New("replay: a scenario is required")
 	}
 	log := opt.Log
 	if log == nil {
