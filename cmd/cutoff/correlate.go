@@ -27,7 +27,7 @@ results within seconds. Re-running over the same data changes nothing.`,
 			follow := fs.Bool("follow", false, "keep running, making a pass every --interval")
 			interval := fs.Duration("interval", 2*time.Second, "time between passes with --follow")
 			from := fs.String("recompute-from", "", "recompute everything from this time (RFC 3339 or YYYY-MM-DD), whatever was done before")
-			massShare := fs.Float64("mass-share", correlate.DefaultMassFailure.Share, "set a vantage aside when this share of its blocks outside the worst-hit country goes down at once")
+			massShare := fs.Float64("mass-share", correlate.DefaultMassFailure.Share, "set a vantage aside when this share of its blocks outside the worst-hit country goes down at once, unless other vantages see them down too")
 			massMin := fs.Int("mass-min", correlate.DefaultMassFailure.MinOthers, "...counting only when it probes at least this many such blocks")
 			keepResults := fs.Duration("keep-results", 0, "drop raw probe results older than this (e.g. 2160h for 90 days; 0 keeps them)")
 			keepVerdicts := fs.Duration("keep-verdicts", 0, "drop verdicts older than this (0 keeps them; keep them longer than results)")
@@ -47,6 +47,12 @@ results within seconds. Re-running over the same data changes nothing.`,
 				if *massShare <= 0 || *massShare > 1 {
 					return usagef("--mass-share %v: want a share in (0, 1]", *massShare)
 				}
+				if *massMin < 1 {
+					return usagef("--mass-min %d: want at least 1", *massMin)
+				}
+				if *keepResults < 0 || *keepVerdicts < 0 {
+					return usagef("--keep-results and --keep-verdicts must not be negative")
+				}
 				var since time.Time
 				if *from != "" {
 					t, err := parseTime(*from)
@@ -60,9 +66,6 @@ results within seconds. Re-running over the same data changes nothing.`,
 					return err
 				}
 				defer st.Close()
-				if *keepResults < 0 || *keepVerdicts < 0 {
-					return usagef("--keep-results and --keep-verdicts must not be negative")
-				}
 				cfg := correlate.Config{
 					Mass:         correlate.MassFailure{Share: *massShare, MinOthers: *massMin},
 					Log:          a.log,

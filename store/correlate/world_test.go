@@ -136,6 +136,7 @@ type outage struct {
 	start, end time.Time
 	ongoing    bool
 	vantages   int
+	reason     string // for vantage health
 }
 
 func outages(t *testing.T, st *store.Store, view, key string) []outage {
@@ -537,4 +538,234 @@ func TestEvents(t *testing.T) {
 			t.Fatalf("country outage event %+v, want 15 minutes", e)
 		}
 	}
+}
+
+// countryStates lists a country's interval states in time order.
+func countryStates(t *testing.T, st *store.Store, country string) []string {
+	t.Helper()
+	rows, err := st.Pool().Query(context.Background(), `SELECT state FROM country_intervals WHERE country = $1 ORDER BY lower(during)`, country)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return states
+}
+
+// threeCountries is thirty blocks, ten in each of XA, XB and XC, seen by
+// two vantages: enough for the mass-failure rule to apply.
+func threeCountries() *world {
+	w := newWorld()
+	w.blocks = nil
+	for i := range 30 {
+		w.blocks = append(w.blocks, netip.MustParsePrefix(fmt.Sprintf("198.19.%d.0/24", i)))
+	}
+	w.country = func(b int) string { return []string{"XA", "XB", "XC"}[b%3] }
+	w.span = 60 * time.Minute
+	return w
+}
+
+// unhealthy lists a vantage's unhealthy intervals.
+func unhealthy(t *testing.T, st *store.Store, vantage string) []outage {
+	t.Helper()
+	rows, err := st.Pool().Query(context.Background(), `SELECT lower(during), coalesce(upper(during), 'infinity'), reason
+		FROM vantage_health WHERE vantage = $1 AND state = 'unhealthy' ORDER BY lower(during)`, vantage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []outage
+	var o outage
+	if _, err := pgx.ForEachRow(rows, []any{&o.start, &o.end, &o.reason}, func() error {
+		out = append(out, o)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestTwoCountriesCutAtOnce: two countries cut at the same time look,
+// from each vantage, like a mass failure; but both vantages see it, so it
+// is a real outage and neither is set aside.
+func TestTwoCountriesCutAtOnce(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		round time.Duration
+	}{
+		{"one-minute rounds", time.Minute},
+		{"five-minute rounds", 5 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			st := pgtest.New(t)
+			w := threeCountries()
+			w.round = tt.round
+			cutAt, restoreAt := 20*time.Minute, 35*time.Minute
+			w.blockDown = func(b int, d time.Duration) bool { return w.country(b) != "XC" && d >= cutAt && d < restoreAt }
+			w.setup(t, st)
+			ingest(t, st, w.batch())
+			pass(t, st)
+
+			for _, v := range w.vantages {
+				if got := unhealthy(t, st, v); len(got) != 0 {
+					t.Errorf("%s set aside %+v: both vantages saw the cut", v, got)
+				}
+			}
+			for _, cc := range []string{"XA", "XB"} {
+				if got := countryStates(t, st, cc); strings.Join(got, " ") != "up down up" {
+					t.Fatalf("%s states %v, want up down up", cc, got)
+				}
+				got := outages(t, st, "country_outages", "country = '"+cc+"'")
+				o := got[0]
+				startErr, endErr := o.start.Sub(w.t0.Add(cutAt)), o.end.Sub(w.t0.Add(restoreAt))
+				t.Logf("%s: start error %v, end error %v", cc, startErr, endErr)
+				if startErr.Abs() > w.round/2 || endErr.Abs() > w.round/2 || o.vantages != 2 {
+					t.Errorf("%s outage %v–%v seen by %d vantages, truth %v–%v", cc, o.start.Sub(w.t0), o.end.Sub(w.t0), o.vantages, cutAt, restoreAt)
+				}
+			}
+			if got := countryStates(t, st, "XC"); strings.Join(got, " ") != "up" {
+				t.Errorf("XC states %v, want up throughout", got)
+			}
+			// Every cut block is down once, and no other block ever is:
+			// no short false outage after the cut.
+			var downs, blocks int
+			var countries string
+			st.Pool().QueryRow(context.Background(), `SELECT count(*), count(DISTINCT block), string_agg(DISTINCT country, ',' ORDER BY country)
+				FROM block_intervals WHERE state = 'down'`).Scan(&downs, &blocks, &countries)
+			if downs != 20 || blocks != 20 || countries != "XA,XB" {
+				t.Errorf("%d block down intervals in %d blocks of %s, want one in each of the 20 blocks of XA and XB", downs, blocks, countries)
+			}
+		})
+	}
+}
+
+// TestVantageLocalFault: a vantage whose path to most blocks of every
+// country breaks while its control target answers, and which the other
+// vantage contradicts, is set aside; nothing is reported down.
+func TestVantageLocalFault(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		round time.Duration
+	}{
+		{"one-minute rounds", time.Minute},
+		{"five-minute rounds", 5 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			st := pgtest.New(t)
+			w := threeCountries()
+			w.round = tt.round
+			faultAt, fixedAt := 20*time.Minute, 35*time.Minute
+			// Seven of the ten blocks of each country, from vp1 only.
+			lost := func(b int) bool { return b/3 < 7 }
+			all := w.batch()
+			for i := range all.Observations {
+				o := &all.Observations[i]
+				b := slicesIndex(w.blocks, o.Block)
+				if d := o.SentAt.Sub(w.t0); o.Vantage == "vp1" && lost(b) && d >= faultAt && d < fixedAt {
+					o.State, o.Belief, o.Replies, o.At = "down", 0.05, 0, o.SentAt.Add(w.timeout)
+				}
+			}
+			w.setup(t, st)
+			ingest(t, st, all)
+			pass(t, st)
+
+			got := unhealthy(t, st, "vp1")
+			if len(got) != 1 {
+				t.Fatalf("vp1 unhealthy %+v, want one interval", got)
+			}
+			h := got[0]
+			t.Logf("vp1 set aside %v–%v: %s", h.start.Sub(w.t0), h.end.Sub(w.t0), h.reason)
+			if !strings.HasPrefix(h.reason, "mass failure") || !strings.Contains(h.reason, "other vantages reached") {
+				t.Errorf("reason %q", h.reason)
+			}
+			if h.start.After(w.t0.Add(faultAt)) || h.end.Before(w.t0.Add(fixedAt)) {
+				t.Errorf("vp1 set aside %v–%v, want it to cover the fault %v–%v", h.start.Sub(w.t0), h.end.Sub(w.t0), faultAt, fixedAt)
+			}
+			if got := unhealthy(t, st, "vp2"); len(got) != 0 {
+				t.Errorf("vp2 set aside %+v", got)
+			}
+			for _, cc := range []string{"XA", "XB", "XC"} {
+				if got := countryStates(t, st, cc); strings.Join(got, " ") != "up" {
+					t.Errorf("%s states %v, want up throughout", cc, got)
+				}
+			}
+			var downs int
+			st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM block_intervals WHERE state <> 'up'`).Scan(&downs)
+			if downs != 0 {
+				t.Errorf("%d block intervals not up, want none: vp2 reached every block", downs)
+			}
+		})
+	}
+}
+
+// TestSingleVantageMassFailure documents what one vantage alone does with
+// a mass failure: it cannot tell two countries cut at once from its own
+// fault, so its evidence is set aside either way and the period is
+// unknown everywhere, with no outage and no short false outage after it.
+func TestSingleVantageMassFailure(t *testing.T) {
+	t.Parallel()
+	cutAt, restoreAt := 20*time.Minute, 35*time.Minute
+	tests := []struct {
+		name        string
+		blockDown   func(b int, d time.Duration) bool
+		vantageDown func(v string, d time.Duration) bool
+	}{
+		{
+			"two countries cut",
+			func(b int, d time.Duration) bool { return b%3 != 2 && d >= cutAt && d < restoreAt },
+			func(string, time.Duration) bool { return false },
+		},
+		{
+			"the vantage's own fault, its control target still answering",
+			func(b int, d time.Duration) bool { return b/3 < 7 && d >= cutAt && d < restoreAt },
+			func(string, time.Duration) bool { return false },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			st := pgtest.New(t)
+			w := threeCountries()
+			w.vantages = []string{"vp1"}
+			w.blockDown, w.vantageDown = tt.blockDown, tt.vantageDown
+			w.setup(t, st)
+			ingest(t, st, w.batch())
+			pass(t, st)
+
+			got := unhealthy(t, st, "vp1")
+			if len(got) != 1 || !strings.HasSuffix(got[0].reason, "no other vantage could check") {
+				t.Fatalf("vp1 unhealthy %+v, want one mass failure no other vantage could check", got)
+			}
+			h := got[0]
+			if h.start.After(w.t0.Add(cutAt)) || h.end.Before(w.t0.Add(restoreAt)) {
+				t.Errorf("vp1 set aside %v–%v, want it to cover %v–%v", h.start.Sub(w.t0), h.end.Sub(w.t0), cutAt, restoreAt)
+			}
+			for _, cc := range []string{"XA", "XB", "XC"} {
+				if got := countryStates(t, st, cc); strings.Join(got, " ") != "up unknown up" {
+					t.Errorf("%s states %v, want up unknown up", cc, got)
+				}
+			}
+			var downs int
+			st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM block_intervals WHERE state = 'down'`).Scan(&downs)
+			if downs != 0 {
+				t.Errorf("%d block down intervals, want none", downs)
+			}
+		})
+	}
+}
+
+func slicesIndex(ps []netip.Prefix, p netip.Prefix) int {
+	for i, q := range ps {
+		if q == p {
+			return i
+		}
+	}
+	return -1
 }
