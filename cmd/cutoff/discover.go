@@ -159,7 +159,7 @@ Example:
 					}
 				}
 				if len(c.Blocks) == 0 {
-					if opted == len(blocks) {
+					if opted > 0 && opted == len(blocks) {
 						return badInput(fmt.Errorf("all %d blocks of %s are opted out (--opt-out): nothing censused", len(blocks), cc))
 					}
 					return badInput(fmt.Errorf("the address policy refused all %d blocks of %s: nothing censused (reserved space needs --allow-reserved)", len(blocks), cc))
