@@ -115,7 +115,7 @@ func (e *DNS) Stats() DNSStats {
 // t.Qname (or the configured zone).
 func (e *DNS) Probe(ctx context.Context, t Target, done func(Result)) error {
 	if t.Kind != KindDNS {
-		return fmt.Errorf("dns engine: cannot probe %s", t)
+		return fmt.Errorf("dns engine: %w: cannot probe %s", ErrBadTarget, t)
 	}
 	qname := t.Qname
 	if qname == "" {
@@ -125,7 +125,7 @@ func (e *DNS) Probe(ctx context.Context, t Target, done func(Result)) error {
 		qname = "."
 	}
 	if _, ok := dns.IsDomainName(qname); !ok {
-		return fmt.Errorf("dns engine: %q is not a domain name", qname)
+		return fmt.Errorf("dns engine: %w: %q is not a domain name", ErrBadTarget, qname)
 	}
 	if err := e.cfg.admit(ctx, t); err != nil {
 		return err

@@ -211,11 +211,11 @@ func (e *ICMP) Stats() ICMPStats { return e.m.stats() }
 // reply, an ICMP error quoting the request, or the timeout comes.
 func (e *ICMP) Probe(ctx context.Context, t Target, done func(Result)) error {
 	if t.Kind != KindICMP {
-		return fmt.Errorf("icmp engine: cannot probe %s", t)
+		return fmt.Errorf("icmp engine: %w: cannot probe %s", ErrBadTarget, t)
 	}
 	a := t.Addr.Unmap()
 	if a.IsValid() && !a.Is4() {
-		return fmt.Errorf("icmp engine: %s: IPv6 is not supported", t.Addr)
+		return fmt.Errorf("icmp engine: %w: %s: IPv6 is not supported", ErrBadTarget, t.Addr)
 	}
 	if err := e.cfg.admit(ctx, t); err != nil {
 		return err

@@ -10,6 +10,7 @@ package prober
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -122,6 +123,13 @@ type Result struct {
 	Rcode     int    // DNS response code, for DNS replies
 	Err       string // for Error: what went wrong
 }
+
+// ErrBadTarget is wrapped by the error Probe returns for a target the
+// engine cannot probe at all (another kind, no port, an IPv6 address to
+// the IPv4 echo engine, a malformed DNS name): a mistake in the plan, not
+// a refusal by policy. Nothing is sent, and the rate limiter is not
+// consulted.
+var ErrBadTarget = errors.New("bad target")
 
 // Prober sends probes of one kind.
 type Prober interface {

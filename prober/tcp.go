@@ -66,10 +66,10 @@ func (e *TCP) Stats() TCPStats {
 // Probe starts a connect to t.Addr:t.Port.
 func (e *TCP) Probe(ctx context.Context, t Target, done func(Result)) error {
 	if t.Kind != KindTCP {
-		return fmt.Errorf("tcp engine: cannot probe %s", t)
+		return fmt.Errorf("tcp engine: %w: cannot probe %s", ErrBadTarget, t)
 	}
 	if t.Port == 0 {
-		return fmt.Errorf("tcp engine: %s: no port", t)
+		return fmt.Errorf("tcp engine: %w: %s has no port", ErrBadTarget, t)
 	}
 	if err := e.cfg.admit(ctx, t); err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/cutoffnet/cutoff/prober"
+	"github.com/cutoffnet/cutoff/prober/agent"
 	"github.com/cutoffnet/cutoff/prober/census"
 	"github.com/cutoffnet/cutoff/store"
 )
@@ -33,7 +34,9 @@ Only open TCP ports become targets; network and broadcast addresses of a
 /24 are never probed. Probing needs CAP_NET_RAW (or an unprivileged ping
 socket allowed by net.ipv4.ping_group_range). Reserved address space
 (private, loopback, documentation, benchmarking ...) is refused unless named
-by --allow-reserved.
+by --allow-reserved. Addresses in an --opt-out prefix are never probed, as
+with 'cutoff probe': the rest of a partly opted-out block is censused, a
+wholly opted-out block is left out. Every echo request names --contact.
 
 Example:
   cutoff targets discover --country KP --ports 80,443 --rounds 3 --interval 10m`,
@@ -45,8 +48,10 @@ Example:
 			interval := fs.Duration("interval", 0, "at least this long between the starts of two rounds")
 			rate := fs.Int("rate", prober.DefaultRate, "probes per second, all kinds together")
 			timeout := fs.Duration("timeout", prober.DefaultTimeout, "how long to wait for each answer")
-			var allow stringList
+			var allow, optOut stringList
 			fs.Var(&allow, "allow-reserved", "reserved `PREFIX` that may be probed anyway (repeatable; the lab uses 198.18.0.0/15)")
+			fs.Var(&optOut, "opt-out", "`PREFIX` never to probe (repeatable)")
+			contact := fs.String("contact", agent.Defaults().Contact, "contact/opt-out URL named in every ICMP probe's payload")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs(args); err != nil {
 					return err
@@ -77,6 +82,18 @@ Example:
 					}
 					policy.Allow = append(policy.Allow, p.Masked())
 				}
+				// The same rule as cutoff probe's --opt-out: a prefix
+				// with host bits set is a typo, not a wish.
+				for _, s := range optOut {
+					p, err := netip.ParsePrefix(s)
+					if err != nil {
+						return badInput(fmt.Errorf("--opt-out %q: not a CIDR prefix", s))
+					}
+					if p.Masked() != p {
+						return badInput(fmt.Errorf("--opt-out %s has host bits set (did you mean %s?)", p, p.Masked()))
+					}
+					policy.OptOut = append(policy.OptOut, p)
+				}
 
 				st, err := store.Open(ctx, *db)
 				if err != nil {
@@ -92,7 +109,7 @@ Example:
 				}
 
 				cfg := prober.Config{Policy: policy, Limiter: prober.NewLimiter(*rate), Timeout: *timeout, Log: a.log}
-				icmp, err := prober.NewICMP(prober.ICMPConfig{Config: cfg})
+				icmp, err := prober.NewICMP(prober.ICMPConfig{Config: cfg, Contact: *contact})
 				if err != nil {
 					return fmt.Errorf("icmp engine: %w", err)
 				}
@@ -110,7 +127,7 @@ Example:
 				// Enough probes in flight to keep the rate when nothing
 				// answers: rate × timeout, with room to spare.
 				inflight := min(max(int(float64(*rate)*timeout.Seconds()*1.25), 256), 1<<20)
-				ccfg := census.Config{Rounds: *rounds, Interval: *interval, Ports: ps, MaxInFlight: inflight, Log: a.log}
+				ccfg := census.Config{Rounds: *rounds, Interval: *interval, Ports: ps, OptOut: policy.OptOut, MaxInFlight: inflight, Log: a.log}
 				var bar *progressbar.ProgressBar
 				if stderrIsTerminal() {
 					ccfg.Progress = func(done, total int64) {
@@ -135,7 +152,16 @@ Example:
 				if err != nil {
 					return err
 				}
+				opted := 0
+				for _, b := range blocks {
+					if census.OptedOut(b, policy.OptOut) {
+						opted++
+					}
+				}
 				if len(c.Blocks) == 0 {
+					if opted > 0 && opted == len(blocks) {
+						return badInput(fmt.Errorf("all %d blocks of %s are opted out (--opt-out): nothing censused", len(blocks), cc))
+					}
 					return badInput(fmt.Errorf("the address policy refused all %d blocks of %s: nothing censused (reserved space needs --allow-reserved)", len(blocks), cc))
 				}
 				stats, err := st.SaveCensus(ctx, c)
@@ -151,9 +177,11 @@ Example:
 				}
 				fmt.Fprintf(a.stdout, "%s: censused %d of %d blocks (%s, %d rounds): %d with responsive addresses; %d addresses answered, %d of them new targets\n",
 					cc, stats.Blocks, len(blocks), kinds, *rounds, stats.Responsive, len(c.Hosts), stats.New)
-				if stats.Blocks < len(blocks) {
-					fmt.Fprintf(a.stdout, "%s: %d blocks were refused by the address policy and left uncensused (see --allow-reserved)\n",
-						cc, len(blocks)-stats.Blocks)
+				if opted > 0 {
+					fmt.Fprintf(a.stdout, "%s: %d blocks are opted out (--opt-out) and were not probed\n", cc, opted)
+				}
+				if n := len(blocks) - stats.Blocks - opted; n > 0 {
+					fmt.Fprintf(a.stdout, "%s: %d blocks were refused by the address policy and left uncensused (see --allow-reserved)\n", cc, n)
 				}
 				return nil
 			}

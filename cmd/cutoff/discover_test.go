@@ -1,9 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cutoffnet/cutoff/prober"
 	"github.com/cutoffnet/cutoff/prober/lab"
@@ -26,6 +32,9 @@ func TestDiscoverBadInput(t *testing.T) {
 		{"port zero", []string{"--country", "KP", "--ports", "0"}, "not a port"},
 		{"no rounds", []string{"--country", "KP", "--rounds", "0"}, "--rounds"},
 		{"bad prefix", []string{"--country", "KP", "--allow-reserved", "198.18.0.0"}, "--allow-reserved"},
+		{"opt-out not a prefix", []string{"--country", "KP", "--opt-out", "175.45.176.0"}, "--opt-out"},
+		{"opt-out with host bits", []string{"--country", "KP", "--opt-out", "175.45.176.1/24"}, "--opt-out 175.45.176.1/24 has host bits set"},
+		{"opt-out garbage", []string{"--country", "KP", "--opt-out", "kp"}, `--opt-out "kp"`},
 		{"country not watched", []string{"--country", "KP", "--db", db}, "not watched"},
 	}
 	for _, tt := range tests {
@@ -102,4 +111,87 @@ func TestDiscoverLab(t *testing.T) {
 	if n := query[int32](t, db, `SELECT min(census_rounds) FROM blocks`); n != 2 {
 		t.Errorf("census_rounds %d, want 2", n)
 	}
+
+	// Again, with one network opted out and the operator's contact: the
+	// opted-out network sees no echo request at all, the others see the
+	// contact in every one, and only they are censused again.
+	out, in := country.Networks[1], country.Networks[0]
+	const contact = "https://example.org/cutoff-lab-census"
+	outSniff, inSniff := sniffEcho(t, l, out.Name), sniffEcho(t, l, in.Name)
+	code, stdout, stderr = discover("--allow-reserved", prober.Lab.String(), "--opt-out", out.Prefix.String(), "--contact", contact)
+	if code != exitOK {
+		t.Fatalf("with --opt-out: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if got := outSniff(); len(got) != 0 {
+		t.Errorf("opted-out %s received %d echo requests", out.Prefix, len(got))
+	}
+	got := inSniff()
+	if len(got) == 0 {
+		t.Errorf("%s received no echo request", in.Prefix)
+	}
+	for _, p := range got {
+		if !strings.HasSuffix(string(p), "opt out: "+contact) {
+			t.Fatalf("echo request payload %q does not name --contact", p)
+		}
+	}
+	if !strings.Contains(stdout, "censused 3 of 4 blocks") || !strings.Contains(stdout, "1 blocks are opted out") {
+		t.Errorf("output %q", stdout)
+	}
+	if n := query[int32](t, db, `SELECT census_rounds FROM blocks WHERE block = '`+out.Prefix.String()+`'`); n != 2 {
+		t.Errorf("opted-out block: census_rounds %d, want still 2", n)
+	}
+	if n := query[int32](t, db, `SELECT census_rounds FROM blocks WHERE block = '`+in.Prefix.String()+`'`); n != 4 {
+		t.Errorf("census_rounds %d after another 2 rounds, want 4", n)
+	}
+}
+
+// sniffEcho records the payloads of the ICMP echo requests that reach a
+// lab network's namespace, through a raw socket there, until the
+// function it returns is called.
+func sniffEcho(t *testing.T, l *lab.Lab, role string) func() [][]byte {
+	t.Helper()
+	var fd int
+	err := l.Do(role, func() (err error) {
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+		if err != nil {
+			return err
+		}
+		tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
+	})
+	if err != nil {
+		t.Fatalf("sniff %s: %v", role, err)
+	}
+	var stop atomic.Bool
+	done := make(chan [][]byte, 1)
+	go func() {
+		defer unix.Close(fd)
+		var got [][]byte
+		buf := make([]byte, 2048)
+		for !stop.Load() {
+			k, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil || k < 28 {
+				continue // the receive timeout, to look at stop
+			}
+			m := buf[int(buf[0]&0x0f)<<2 : k]
+			if len(m) >= 8 && m[0] == 8 { // echo request
+				got = append(got, bytes.Clone(m[8:]))
+			}
+		}
+		done <- got
+	}()
+	var once sync.Once
+	var got [][]byte
+	collect := func() [][]byte {
+		once.Do(func() {
+			stop.Store(true)
+			got = <-done
+		})
+		return got
+	}
+	t.Cleanup(func() { collect() })
+	return collect
 }

@@ -37,6 +37,12 @@ type Config struct {
 	Interval time.Duration
 	// Ports are the TCP ports probed on every address besides ICMP echo.
 	Ports []uint16
+	// OptOut names prefixes never to probe: networks whose operators
+	// asked not to be measured. Their addresses are skipped, not handed to
+	// the engines (whose policy should refuse them too), so the rest of a
+	// partly opted-out block is still censused; a block with no address
+	// left is left out of the census.
+	OptOut []netip.Prefix
 	// MaxInFlight bounds the probes awaiting an answer (default 4096): with
 	// the engines' timeout it bounds the rate when nothing answers, and
 	// the memory held by pending probes.
@@ -107,12 +113,27 @@ func Run(ctx context.Context, country string, blocks []netip.Prefix, probers map
 		probers: probers,
 		tallies: map[hostKey]*tally{},
 		refused: make([]bool, len(blocks)),
+		partly:  make([]bool, len(blocks)),
 		sem:     make(chan struct{}, cfg.MaxInFlight),
 		rng:     rand.New(rand.NewPCG(seed, seed^0xda942042e4dd58b5)),
 	}
 	perRound := int64(0)
-	for _, b := range blocks {
-		perRound += int64(len(hostsOf(b)))
+	optedOut := 0
+	for i, b := range blocks {
+		for _, o := range cfg.OptOut {
+			c.partly[i] = c.partly[i] || o.Overlaps(b)
+		}
+		n := probeable(b, cfg.OptOut)
+		if n == 0 {
+			// Nothing of it may be probed: leave it out like a
+			// refused block, so it is not recorded as censused.
+			c.refused[i] = true
+			optedOut++
+		}
+		perRound += int64(n)
+	}
+	if optedOut > 0 {
+		cfg.Log.Info("census leaves out blocks that are wholly opted out", "blocks", optedOut)
 	}
 	c.total = perRound * int64(cfg.Rounds) * int64(1+len(cfg.Ports))
 
@@ -144,7 +165,11 @@ func Run(ctx context.Context, country string, blocks []netip.Prefix, probers map
 	out := store.Census{Country: country, Started: started, Rounds: cfg.Rounds, Ports: slices.Clone(cfg.Ports)}
 	for i, b := range blocks {
 		if c.refused[i] {
-			cfg.Log.Warn("census left out a block the engines refused to probe", "block", b)
+			if c.partly[i] {
+				cfg.Log.Info("census left out a block that is opted out or was refused", "block", b)
+			} else {
+				cfg.Log.Warn("census left out a block the engines refused to probe", "block", b)
+			}
 			continue
 		}
 		out.Blocks = append(out.Blocks, b)
@@ -183,6 +208,7 @@ type run struct {
 	tallies map[hostKey]*tally
 
 	refused      []bool // by block
+	partly       []bool // by block: some opt-out prefix overlaps it
 	total        int64
 	sent         int64
 	done, errors atomic.Int64
@@ -202,7 +228,7 @@ func (c *run) round(ctx context.Context, blocks []netip.Prefix) error {
 				continue
 			}
 			a, ok := hostAddr(b, h)
-			if !ok {
+			if !ok || c.optedOut(bi, a) {
 				continue
 			}
 			if err := c.probe(ctx, bi, prober.Target{Kind: prober.KindICMP, Addr: a}); err != nil {
@@ -243,6 +269,38 @@ func (c *run) probe(ctx context.Context, bi int, t prober.Target) error {
 		c.cfg.Progress(c.done.Load(), c.total)
 	}
 	return nil
+}
+
+// OptedOut reports whether every address a census would probe in block b
+// lies in one of the optOut prefixes, so that the block is left out.
+func OptedOut(b netip.Prefix, optOut []netip.Prefix) bool {
+	return probeable(b.Masked(), optOut) == 0
+}
+
+// probeable counts the addresses of b a census probes, less those opted
+// out.
+func probeable(b netip.Prefix, optOut []netip.Prefix) int {
+	n := 0
+	for _, h := range hostsOf(b) {
+		a, _ := hostAddr(b, h)
+		if !slices.ContainsFunc(optOut, func(o netip.Prefix) bool { return o.Contains(a) }) {
+			n++
+		}
+	}
+	return n
+}
+
+// optedOut reports whether a, an address of block bi, is opted out.
+func (c *run) optedOut(bi int, a netip.Addr) bool {
+	if !c.partly[bi] {
+		return false
+	}
+	for _, o := range c.cfg.OptOut {
+		if o.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // record is every probe's done callback.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -259,6 +260,105 @@ func TestCensusLeavesOutRefusedBlocks(t *testing.T) {
 	}
 	if n := value[int](t, st, `SELECT census_rounds FROM blocks WHERE block = '198.19.8.0/24'`); n != 0 {
 		t.Fatalf("refused block has census_rounds %d", n)
+	}
+}
+
+// TestCensusSkipsOptedOut opts out a whole block and part of another:
+// not one probe reaches either prefix, the whole block is left out of the
+// census, and the rest of the partly opted-out block is censused.
+func TestCensusSkipsOptedOut(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	optOut := []netip.Prefix{pfx("198.19.8.0/24"), pfx("198.19.0.0/28")}
+	var mu sync.Mutex
+	var probed []prober.Target
+	spy := func(tg prober.Target) error {
+		mu.Lock()
+		defer mu.Unlock()
+		probed = append(probed, tg)
+		return nil
+	}
+	st, net := kp(t, simnet.Options{Seed: 7, Refuse: spy})
+	blocks, err := st.CensusBlocks(ctx, "KP")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	cfg := census.Config{Rounds: 2, Ports: []uint16{80}, OptOut: optOut, Seed: 7, Progress: func(_, all int64) { total = all }}
+	c, err := census.Run(ctx, "KP", blocks, probers(net), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range probed {
+		for _, o := range optOut {
+			if o.Contains(tg.Addr) {
+				t.Fatalf("%s probed, though %s is opted out", tg, o)
+			}
+		}
+	}
+	// Four blocks of 254 host addresses less .1–.15 of the first, two
+	// rounds, ICMP and one port.
+	if want := int64((4*254 - 15) * 2 * 2); int64(len(probed)) != want || total != want {
+		t.Errorf("%d probes sent, progress total %d; want %d", len(probed), total, want)
+	}
+	want := []netip.Prefix{pfx("198.19.0.0/24"), pfx("198.19.1.0/24"), pfx("198.19.2.0/24"), pfx("198.19.3.0/24")}
+	if !slices.Equal(c.Blocks, want) {
+		t.Errorf("censused %v, want %v", c.Blocks, want)
+	}
+	icmp := 0
+	for _, h := range c.Hosts {
+		if pfx("198.19.0.0/24").Contains(h.Addr) && h.Kind == "icmp" {
+			icmp++
+		}
+	}
+	if icmp != 15 {
+		t.Errorf("%d ICMP hosts in 198.19.0.0/24, want .16–.30", icmp)
+	}
+	if _, err := st.SaveCensus(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if n := value[int](t, st, `SELECT census_rounds FROM blocks WHERE block = '198.19.8.0/24'`); n != 0 {
+		t.Errorf("opted-out block has census_rounds %d", n)
+	}
+	if n := value[int](t, st, `SELECT count(*) FROM targets WHERE addr <<= '198.19.0.0/28' OR addr <<= '198.19.8.0/24'`); n != 0 {
+		t.Errorf("%d targets in opted-out space", n)
+	}
+}
+
+func TestOptedOut(t *testing.T) {
+	t.Parallel()
+	ps := func(ss ...string) []netip.Prefix {
+		out := make([]netip.Prefix, len(ss))
+		for i, s := range ss {
+			out[i] = pfx(s)
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		block  string
+		optOut []netip.Prefix
+		want   bool
+	}{
+		{"no list", "198.19.0.0/24", nil, false},
+		{"inside a larger prefix", "198.19.1.0/24", ps("198.19.0.0/16"), true},
+		{"the block itself", "198.19.1.0/24", ps("198.19.1.0/24"), true},
+		{"half", "198.19.1.0/24", ps("198.19.1.0/25"), false},
+		{"two halves", "198.19.1.0/24", ps("198.19.1.0/25", "198.19.1.128/25"), true},
+		{"all but the broadcast address, which is never probed", "198.19.1.0/24",
+			ps("198.19.1.0/25", "198.19.1.128/26", "198.19.1.192/27", "198.19.1.224/28", "198.19.1.240/29",
+				"198.19.1.248/30", "198.19.1.252/31", "198.19.1.254/32"), true},
+		{"all but one host", "198.19.1.0/24", ps("198.19.1.0/25", "198.19.1.128/26", "198.19.1.192/27", "198.19.1.224/28",
+			"198.19.1.240/29", "198.19.1.248/30", "198.19.1.252/31"), false},
+		{"another block", "198.19.1.0/24", ps("198.19.2.0/24"), false},
+		{"a longer block, covered", "198.19.1.64/26", ps("198.19.1.0/25"), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := census.OptedOut(pfx(tt.block), tt.optOut); got != tt.want {
+				t.Errorf("OptedOut(%s, %v) = %v, want %v", tt.block, tt.optOut, got, tt.want)
+			}
+		})
 	}
 }
 

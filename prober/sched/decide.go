@@ -39,6 +39,95 @@ const (
 
 func clampAvail(a float64) float64 { return min(max(a, availMin), availMax) }
 
+// A(b) is learned from results, not only taken from the census: hosts
+// come and go, and a census may be months old. A(b) is the share of E(b)
+// that answers while the block is up, so it can only be learned from
+// probes to addresses drawn from all of E(b). Most visits are not such a
+// sample: they try first the addresses that answered their last probe,
+// which answer far more often than E(b) at large (in TestTraffic's world
+// about 0.85 against 0.65), and counting them would inflate A(b), the
+// harmful direction (a silent address would then look like strong
+// evidence of an outage), while the other addresses are probed too
+// rarely to be learned apart. So a share of the regular visits
+// (exploreShare) ignore the history and probe E(b) in random order, as
+// Trinocular does, and only their probes teach A(b).
+//
+// Only a visit that found the unit up may teach (an outage must not drag
+// A(b) down); but a visit ends up only when something answered, so the
+// all-silent visits of a sparse block that was up all along would go
+// missing and A(b) would come out high. The probes of exploring visits
+// that ended uncertain are kept aside and counted when a later visit
+// finds the unit up, and dropped when one finds it down. (A short outage
+// of a block so sparse that its visits stay uncertain throughout is then
+// counted as silence while up: it can only lower A(b), the safe way.)
+//
+// A visit stops at its first convincing answer, but answers/probes summed
+// over visits is still the right estimate (whether to send more depends
+// only on answers already seen). Each visit's probes are added at once,
+// and older ones decay per probe, so the estimate follows about the last
+// learnWindow probes.
+const (
+	// exploreShare is the share of regular visits that sample E(b) in
+	// random order, ignoring the history. Their first probe answers with
+	// probability A(b) rather than that of an address that answered
+	// last time, so each costs a little more (see TestTraffic).
+	exploreShare = 0.5
+	learnWindow  = 64
+	// learnPrior is the weight, in probes, of the census's A(b) when
+	// learning starts: a few visits must not overturn it.
+	learnPrior = 8
+	// A learned A(b) stays within [learnMin, learnMax]: a few dozen
+	// probes cannot tell 0.01 from 0.04, and below 0.05 a failure is
+	// hardly evidence anyway; above, as availMax.
+	learnMin = 0.05
+	learnMax = availMax
+)
+
+// rate is an answer share p resting on n probes (decayed).
+type rate struct{ p, n float32 }
+
+// add counts probes that got replies answers.
+func (r rate) add(probes, replies int) rate {
+	if probes <= 0 {
+		return r
+	}
+	keep := math.Pow(1-1.0/learnWindow, float64(probes))
+	n := keep*float64(r.n) + float64(probes)
+	p := (keep*float64(r.n)*float64(r.p) + float64(replies)) / n
+	return rate{p: float32(p), n: float32(n)}
+}
+
+// avail is the learned A(b) as visits use it: one standard error below
+// the rate, within its bounds. An A(b) too high makes silence look like
+// an outage, so the noise of a few dozen probes is taken on the safe
+// side: in TestTraffic's world the rate itself, unbiased but noisy, made
+// 0.2% of the verdicts wrong, five times as many as the census's exact
+// A(b); the lower bound, fewer than the census.
+func (r rate) avail() float32 {
+	p := float64(r.p)
+	lo := p - math.Sqrt(p*(1-p)/max(float64(r.n), 1))
+	return float32(min(max(lo, learnMin), learnMax))
+}
+
+// tally counts ICMP probes of one block and their answers, a byte each.
+type tally uint16
+
+func (t tally) counts() (probes, replies int) { return int(t >> 8), int(t & 0xff) }
+
+// plus adds a probe; past 255 probes both counts are halved, which keeps
+// their ratio.
+func (t tally) plus(reached bool) tally {
+	p, r := t.counts()
+	if p == 0xff {
+		p, r = p/2, r/2
+	}
+	p++
+	if reached {
+		r++
+	}
+	return tally(p<<8 | r)
+}
+
 // update is Bayes' rule for one probe of an address whose answer
 // probability, while its block is up, is a.
 func update(b, a float64, reached bool) float64 {

@@ -11,12 +11,17 @@ import (
 	"github.com/cutoffnet/cutoff/store"
 )
 
-// block is one /24 (or longer prefix) as the scheduler keeps it: 80 bytes.
+// block is one /24 (or longer prefix) as the scheduler keeps it: 88 bytes.
 type block struct {
-	ever  bitmap  // E(b): host octets that ever answered ICMP echo
-	hot   bitmap  // history: answered the last time it was probed
-	base  uint32  // first address
-	avail float32 // A(b)
+	ever bitmap // E(b): host octets that ever answered ICMP echo
+	hot  bitmap // history: answered the last time it was probed
+	base uint32 // first address
+	// avail is A(b) as the visits use it: the plan's (the census's) at
+	// first, then learned from results (see rate).
+	avail float32
+	plan  float32 // A(b) as the plan gave it
+	learn rate    // A(b) learned from exploring visits
+	pend  tally   // exploring visits' probes, awaiting a verdict of up
 	bits  uint8
 }
 
@@ -196,6 +201,10 @@ func build(p *store.Plan, cfg Config, have func(prober.Kind) bool, rng *rand.Ran
 			a = history(int32(min(probes, 1<<30)), int32(min(replies, 1<<30)), 0.5)
 		}
 		b.avail = float32(clampAvail(a))
+		b.plan = b.avail
+		// The plan's A stands for the probes the census sent to E(b),
+		// as many as fit the window, and a few at least.
+		b.learn = rate{p: b.avail, n: float32(min(max(probes, learnPrior), learnWindow/2))}
 		n, ok := networks[x.network]
 		if !ok {
 			n = len(networks)
@@ -231,23 +240,16 @@ func build(p *store.Plan, cfg Config, have func(prober.Kind) bool, rng *rand.Ran
 	for pos := range l.units {
 		u := &l.units[pos]
 		u.block0, u.svc0 = int32(len(l.blocks)), int32(len(l.svcs))
-		var e, sum float64
 		for _, i := range members[pos] {
 			l.blocks = append(l.blocks, blocks[i])
 			l.svcs = append(l.svcs, bs[i].svcs...)
-			n := float64(blocks[i].ever.count())
-			e += n
-			sum += n * float64(blocks[i].avail)
 		}
 		if len(members[pos]) > 0xffff || len(l.svcs)-int(u.svc0) > 0xffff {
 			return nil, fmt.Errorf("unit of %d blocks is too large", len(members[pos]))
 		}
 		u.nblocks = uint16(len(members[pos]))
 		u.nsvc = uint16(len(l.svcs) - int(u.svc0))
-		u.avail = 0.5
-		if e > 0 {
-			u.avail = float32(sum / e)
-		}
+		u.avail = unitAvail(l.blocks[u.block0:])
 		c := bs[members[pos][0]].b.Country
 		ci, ok := countryIdx[c]
 		if !ok {

@@ -213,13 +213,22 @@ func TestCarry(t *testing.T) {
 	if down1 == nil || down1.track.confirmed != Down {
 		t.Fatalf("the cut block is not confirmed down before the refresh: %+v", down1)
 	}
-	// A block's history: clear one address's bit, as if it had gone silent.
+	// A block's history: clear one address's bit, as if it had gone
+	// silent; and a learned A(b) no census gave.
 	for i := range s1.blocks {
 		s1.blocks[i].hot.clear(10)
+		s1.blocks[i].learn = rate{p: 0.6, n: 40}
+		s1.blocks[i].avail = s1.blocks[i].learn.avail()
 	}
 
-	// The refreshed plan adds a block; the old ones carry over.
+	// The refreshed plan adds a block, and a new census changed A(b) of
+	// another; the old ones carry over.
 	w.add("198.19.9.0/24", "198.19.9.0/24", "KP", hostRange(10, 30), 1, simnet.Block{})
+	for i := range w.plan.Blocks {
+		if w.plan.Blocks[i].Block == blocks[1] {
+			w.plan.Blocks[i].Availability = 0.3
+		}
+	}
 	s2, rec := w.start(t, Config{})
 	s2.Carry(s1)
 	for i := range s2.units {
@@ -234,9 +243,16 @@ func TestCarry(t *testing.T) {
 			if u.track.confirmed != Up || u.belief != beliefStart || s2.blocks[u.block0].hot.count() != 30 {
 				t.Errorf("new block %s did not start fresh: %+v", key, u)
 			}
+		case key == blocks[1]:
+			if b := &s2.blocks[u.block0]; b.avail != 0.3 || b.learn.p != 0.3 {
+				t.Errorf("%s: A(b) %v (learned %v) after a new census said 0.3", key, b.avail, b.learn.p)
+			}
 		default:
 			if s2.blocks[u.block0].hot.has(10) {
 				t.Errorf("%s: history of .10 not carried", key)
+			}
+			if b := &s2.blocks[u.block0]; b.learn != (rate{p: 0.6, n: 40}) || u.avail != b.avail || b.avail == b.plan {
+				t.Errorf("%s: learned A(b) not carried: %+v, unit A %v", key, b, u.avail)
 			}
 		}
 	}

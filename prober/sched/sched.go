@@ -13,7 +13,9 @@
 // is up until it decides, and a block believed down gets recovery probes.
 // cutoff adds: sparse blocks of one network pooled into one unit; TCP and
 // DNS answers as proof of reachability; per-address history (addresses
-// that answered last time are tried first); after a silent first probe,
+// that answered last time are tried first); A(b) learned from the visits
+// that find the block up (half the regular visits sample E(b) in random
+// order for it, see decide.go); after a silent first probe,
 // the rest sent in doubling waves rather than one by one; re-checks at a
 // short interval after a change, early visits to the changed unit's
 // neighbours and a probe of the control targets, and backing-off
@@ -150,7 +152,8 @@ func New(plan *store.Plan, probers map[prober.Kind]prober.Prober, sink Sink, cfg
 
 // Carry takes over what old learned, so that a scheduler built from a
 // refreshed plan does not start from scratch: each block both plans share
-// keeps its per-address history (for the addresses still in E(b)), and
+// keeps its per-address history (for the addresses still in E(b)) and,
+// unless a new census changed its A(b) in the plan, its learned A(b); and
 // each unit made of the same blocks keeps its belief, its recent verdicts
 // and its probe budget. Call it after old's Run has returned and before
 // s runs.
@@ -161,11 +164,21 @@ func (s *Scheduler) Carry(old *Scheduler) {
 	}
 	for i := range s.blocks {
 		b := &s.blocks[i]
-		if j, ok := blocks[b.base]; ok && old.blocks[j].bits == b.bits {
-			for w := range b.hot {
-				b.hot[w] = old.blocks[j].hot[w] & b.ever[w]
-			}
+		j, ok := blocks[b.base]
+		if !ok || old.blocks[j].bits != b.bits {
+			continue
 		}
+		ob := &old.blocks[j]
+		for w := range b.hot {
+			b.hot[w] = ob.hot[w] & b.ever[w]
+		}
+		if ob.plan == b.plan && ob.ever == b.ever {
+			b.avail, b.learn, b.pend = ob.avail, ob.learn, ob.pend
+		}
+	}
+	for i := range s.units {
+		u := &s.units[i]
+		u.avail = unitAvail(s.blocks[u.block0 : u.block0+int32(u.nblocks)])
 	}
 	for i := range s.units {
 		u := &s.units[i]
@@ -228,7 +241,9 @@ type Unit struct {
 	VisitsPerRound int
 	Addresses      int // ICMP addresses of E
 	Services       int
-	Availability   float64
+	// Availability is the unit's A as the plan gave it (its blocks' A(b)
+	// weighted by |E(b)|); the A its visits use is learned from then on.
+	Availability float64
 }
 
 // Units lists the judgement units in address order, so a caller can
@@ -240,10 +255,17 @@ func (s *Scheduler) Units() []Unit {
 		x := Unit{
 			Key: s.blocks[u.block0].prefix(), Blocks: s.unitBlocks(u), Country: s.names[u.country],
 			Measurable: u.static&unitMeasurable != 0, VisitsPerRound: int(u.perRound),
-			Services: int(u.nsvc), Availability: float64(u.avail),
+			Services: int(u.nsvc),
 		}
+		var sum float64
 		for _, b := range s.blocks[u.block0 : u.block0+int32(u.nblocks)] {
-			x.Addresses += b.ever.count()
+			n := b.ever.count()
+			x.Addresses += n
+			sum += float64(n) * float64(b.plan)
+		}
+		x.Availability = 0.5
+		if x.Addresses > 0 {
+			x.Availability = sum / float64(x.Addresses)
 		}
 		out = append(out, x)
 	}

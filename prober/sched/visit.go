@@ -17,9 +17,10 @@ type visit struct {
 	start   time.Time
 	prior   float64
 	mode    uint8
-	n       int // slots used
-	pending int // probes whose result has not come back
-	waves   int // follow-up waves sent
+	explore bool // probe E(b) in random order, and learn A(b) from it
+	n       int  // slots used
+	pending int  // probes whose result has not come back
+	waves   int  // follow-up waves sent
 	slots   [MaxProbes]slot
 }
 
@@ -84,6 +85,7 @@ func (s *Scheduler) visit(ctx context.Context, i int32, why Why, now int64) {
 	if v.mode == modeRecover {
 		n = recoveryProbes(float64(u.avail))
 	}
+	v.explore = v.mode == modeJudge && why == Regular && s.rng.Float64() < exploreShare
 	// Extra visits sample the hosts, to time a change sharply; the
 	// operator's services are asked on the other visits.
 	s.sendWave(ctx, v, n, why != Extra)
@@ -170,10 +172,11 @@ type cand struct {
 // alive). A unit believed down is probed in plain random order: its
 // history stopped being updated when it went down, and the hosts that
 // answer after an outage need not be the ones that did before, so
-// preferring them could keep a recovered unit looking dark. The slice is
-// scratch, valid until the next call.
+// preferring them could keep a recovered unit looking dark. An exploring
+// visit too, so that it samples E(b) as a whole. The slice is scratch,
+// valid until the next call.
 func (s *Scheduler) candidates(v *visit, k int) []cand {
-	useHistory := v.mode != modeRecover
+	useHistory := v.mode != modeRecover && !v.explore
 	u := &s.units[v.u]
 	cs := s.cand[:0]
 	used := func(blk int32, svc int32, h uint8) bool {
@@ -330,6 +333,7 @@ func (s *Scheduler) finish(ctx context.Context, v *visit, b float64, st State, u
 			}
 		}
 	}
+	s.learn(v, st)
 	s.stats.verdicts.Add(1)
 	s.sink.Verdict(vd)
 
@@ -349,6 +353,62 @@ func (s *Scheduler) finish(ctx context.Context, v *visit, b float64, st State, u
 			s.nudge(ctx, ui, now)
 		}
 	}
+}
+
+// learn updates A(b) of the visited unit's blocks, as decide.go
+// describes: the ICMP probes of exploring visits count once a visit
+// finds the unit up (at once if this one did); a verdict of down, or a
+// visit to a unit believed down (its hosts may still be coming back) or
+// unmeasurable, drops them. The unit's A, which sizes its recovery
+// probes, follows its blocks'.
+func (s *Scheduler) learn(v *visit, st State) {
+	u := &s.units[v.u]
+	blocks := s.blocks[u.block0 : u.block0+int32(u.nblocks)]
+	if v.mode != modeJudge || (st != Up && st != Uncertain) {
+		for i := range blocks {
+			blocks[i].pend = 0
+		}
+		return
+	}
+	if v.explore {
+		for _, sl := range v.slots[:v.n] {
+			if sl.blk >= 0 && sl.done && sl.counts {
+				s.blocks[sl.blk].pend = s.blocks[sl.blk].pend.plus(sl.reached)
+			}
+		}
+	}
+	if st != Up {
+		return
+	}
+	changed := false
+	for i := range blocks {
+		b := &blocks[i]
+		if b.pend == 0 {
+			continue
+		}
+		b.learn = b.learn.add(b.pend.counts())
+		b.avail = b.learn.avail()
+		b.pend = 0
+		changed = true
+	}
+	if changed {
+		u.avail = unitAvail(blocks)
+	}
+}
+
+// unitAvail is the A of a unit of these blocks: their A(b) weighted by
+// |E(b)|; 0.5 if none has ICMP addresses.
+func unitAvail(blocks []block) float32 {
+	var e, sum float64
+	for i := range blocks {
+		n := float64(blocks[i].ever.count())
+		e += n
+		sum += n * float64(blocks[i].avail)
+	}
+	if e == 0 {
+		return 0.5
+	}
+	return float32(sum / e)
 }
 
 // planNext schedules the unit's next out-of-round visit, if any: a
