@@ -188,6 +188,20 @@ func Build(ctx context.Context, pool *pgxpool.Pool, opt Options) (*Report, error
 			return nil, fmt.Errorf("report: %w", err)
 		}
 	}
+	// Name every country asked for that is not watched, not just the
+	// first: a cron line with a typo should be fixed in one go.
+	var missing []string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(array_agg(c ORDER BY i), '{}') FROM unnest($1::text[]) WITH ORDINALITY AS a(c, i)
+		WHERE NOT EXISTS (SELECT 1 FROM countries WHERE code = c)`, codes).Scan(&missing); err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	switch len(missing) {
+	case 0:
+	case 1:
+		return nil, fmt.Errorf("report: %w: %s is not watched (import it with cutoff targets import)", ErrNoData, missing[0])
+	default:
+		return nil, fmt.Errorf("report: %w: %s are not watched (import them with cutoff targets import)", ErrNoData, strings.Join(missing, ", "))
+	}
 	for _, cc := range codes {
 		c, err := buildCountry(ctx, pool, cc, since, r.Until)
 		if err != nil {

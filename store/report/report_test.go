@@ -210,9 +210,13 @@ func TestEmptyPeriodAndUnknownCountry(t *testing.T) {
 	if text := string(render(t, r, "text")); !strings.Contains(text, "no measurements in this period") {
 		t.Fatalf("empty period:\n%s", text)
 	}
-	_, err := report.Build(context.Background(), st.Pool(), report.Options{Countries: []string{"IR"}, Since: since, Now: until})
-	if !errors.Is(err, report.ErrNoData) || !strings.Contains(err.Error(), "IR is not watched") {
+	_, err := report.Build(context.Background(), st.Pool(), report.Options{Countries: []string{"KP", "CN"}, Since: since, Now: until})
+	if !errors.Is(err, report.ErrNoData) || !strings.Contains(err.Error(), "CN is not watched") {
 		t.Fatalf("unknown country: %v", err)
+	}
+	_, err = report.Build(context.Background(), st.Pool(), report.Options{Countries: []string{"CN", "KP", "XX"}, Since: since, Now: until})
+	if !errors.Is(err, report.ErrNoData) || !strings.Contains(err.Error(), "CN, XX are not watched") {
+		t.Fatalf("two unknown countries: %v", err)
 	}
 	_, err = report.Build(context.Background(), st.Pool(), report.Options{Countries: []string{"KP"}, Since: until, Until: since, Now: until})
 	if err == nil || !strings.Contains(err.Error(), "period is empty") {
