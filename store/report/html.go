@@ -139,6 +139,7 @@ var page = template.Must(template.New("report").Funcs(template.FuncMap{
 	"stamp":    func(t time.Time) string { return t.Format(stamp) },
 	"colour":   func(s string) template.CSS { return template.CSS(colours[s]) },
 	"header":   header,
+	"singles":  singleNetworkOutages,
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -150,6 +151,7 @@ h1 { font-size: 1.3em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom:
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f3f3f3; }
+caption { text-align: left; font-weight: bold; padding-bottom: 0.3em; }
 .legend span { display: inline-block; margin-right: 1.2em; font-size: 0.85em; }
 .legend i { display: inline-block; width: 1.4em; height: 0.9em; vertical-align: middle; margin-right: 0.3em; border: 1px solid #999; }
 .ongoing { color: #c1272d; font-weight: bold; }
@@ -175,14 +177,23 @@ th { background: #f3f3f3; }
 {{timeline $r.R .}}
 {{if .Outages}}
 <table>
+<caption>Outages</caption>
 <tr><th>Start (UTC)</th><th>End (UTC)</th><th>Duration</th><th>Scope</th><th>Vantages</th></tr>
 {{$c := .}}{{range .Outages}}<tr><td>{{when .Start}}</td><td>{{endOf .}}</td><td>{{dur .Duration}}</td><td>{{scope . $c}}</td><td>{{.Vantages}}</td></tr>
 {{end}}</table>
 {{end}}
 <table>
+<caption>Networks</caption>
 <tr><th>Network</th><th>AS</th><th>Availability</th><th>Outages</th><th>Longest</th></tr>
 {{range .Networks}}<tr><td>{{.Prefix}}</td><td>{{if .ASN}}AS{{.ASN}}{{end}}</td><td>{{if .Summary.Measured}}{{pct .Summary.Availability}}{{else}}not measured{{end}}</td><td>{{.Summary.Outages}}</td><td>{{dur .Summary.Longest}}</td></tr>
 {{end}}</table>
+{{with singles .}}
+<table class="singles">
+<caption>Outages of single networks</caption>
+<tr><th>Network</th><th>Start (UTC)</th><th>End (UTC)</th><th>Duration</th></tr>
+{{range .}}<tr><td>{{.Prefix}}</td><td>{{when .Start}}</td><td>{{endOf .Outage}}</td><td>{{dur .Duration}}</td></tr>
+{{end}}</table>
+{{end}}
 {{end}}
 <h2>Vantage health</h2>
 {{if not .Vantages}}<p>No vantages.</p>{{end}}

@@ -130,10 +130,8 @@ func WriteText(w io.Writer, r *Report) error {
 				fmt.Fprintf(tw, "    %s\t%s\t%s\t%d outages, longest %s\n", n.Prefix, asn, avail, n.Summary.Outages, dur(n.Summary.Longest))
 			}
 			tw.Flush()
-			for _, n := range c.Networks {
-				for _, o := range networkOnly(n, c) {
-					fmt.Fprintf(w, "      %s down %s to %s (%s)\n", n.Prefix, when(o.Start), endOf(o), dur(o.Duration))
-				}
+			for _, o := range singleNetworkOutages(c) {
+				fmt.Fprintf(w, "      %s down %s to %s (%s)\n", o.Prefix, when(o.Start), endOf(o.Outage), dur(o.Duration))
 			}
 		}
 	}
@@ -158,8 +156,27 @@ func WriteText(w io.Writer, r *Report) error {
 	return nil
 }
 
+// netOutage is an outage of one network of a country.
+type netOutage struct {
+	Prefix string
+	Outage
+}
+
+// singleNetworkOutages lists, network by network, the outages that were
+// not part of a country-wide outage: the news a reader looks for per
+// network (the country-wide ones are listed once, as the country's).
+func singleNetworkOutages(c Country) []netOutage {
+	var out []netOutage
+	for _, n := range c.Networks {
+		for _, o := range networkOnly(n, c) {
+			out = append(out, netOutage{n.Prefix, o})
+		}
+	}
+	return out
+}
+
 // networkOnly lists a network's outages that were not part of a
-// country-wide outage: those are the news a reader looks for per network.
+// country-wide outage.
 func networkOnly(n Network, c Country) []Outage {
 	var out []Outage
 	for _, o := range n.Outages {
@@ -211,14 +228,10 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 				}
 				fmt.Fprintf(w, "| %s | %s | %s | %d | %s |\n", n.Prefix, asn, avail, n.Summary.Outages, dur(n.Summary.Longest))
 			}
-			first := true
-			for _, n := range c.Networks {
-				for _, o := range networkOnly(n, c) {
-					if first {
-						fmt.Fprintf(w, "\nOutages of single networks:\n\n")
-						first = false
-					}
-					fmt.Fprintf(w, "- %s down %s to %s (%s)\n", n.Prefix, when(o.Start), endOf(o), dur(o.Duration))
+			if singles := singleNetworkOutages(c); len(singles) > 0 {
+				fmt.Fprintf(w, "\nOutages of single networks:\n\n")
+				for _, o := range singles {
+					fmt.Fprintf(w, "- %s down %s to %s (%s)\n", o.Prefix, when(o.Start), endOf(o.Outage), dur(o.Duration))
 				}
 			}
 		}
