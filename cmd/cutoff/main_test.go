@@ -370,7 +370,7 @@ func TestReportCommand(t *testing.T) {
 		give []string
 		want string
 	}{
-		{"unknown country", []string{"--country", "IR"}, "IR is not watched"},
+		{"unknown country", []string{"--country", "KP,CN"}, "CN is not watched"},
 		{"no country", nil, "--country"},
 		{"both", []string{"--country", "KP", "--all"}, "--country"},
 		{"bad format", []string{"--all", "--format", "pdf"}, "--format"},

@@ -127,19 +127,22 @@ func tickStep(span time.Duration) (time.Duration, string) {
 }
 
 var page = template.Must(template.New("report").Funcs(template.FuncMap{
-	"timeline": timeline,
-	"title":    title,
-	"summary":  summaryLine,
-	"outages":  outageLine,
-	"when":     when,
-	"endOf":    endOf,
-	"dur":      dur,
-	"pct":      pct,
-	"scope":    scopeOf,
-	"stamp":    func(t time.Time) string { return t.Format(stamp) },
-	"colour":   func(s string) template.CSS { return template.CSS(colours[s]) },
-	"header":   header,
-	"singles":  singleNetworkOutages,
+	"timeline":     timeline,
+	"title":        title,
+	"summary":      summaryLine,
+	"outages":      outageLine,
+	"when":         when,
+	"endOf":        endOf,
+	"dur":          dur,
+	"pct":          pct,
+	"scope":        scopeOf,
+	"stamp":        func(t time.Time) string { return t.Format(stamp) },
+	"colour":       func(s string) template.CSS { return template.CSS(colours[s]) },
+	"header":       header,
+	"unknowns":     unknowns,
+	"untilOf":      untilOf,
+	"singles":      singleNetworkOutages,
+	"unknownTitle": func() string { return unknownTitle },
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -182,10 +185,16 @@ caption { text-align: left; font-weight: bold; padding-bottom: 0.3em; }
 {{$c := .}}{{range .Outages}}<tr><td>{{when .Start}}</td><td>{{endOf .}}</td><td>{{dur .Duration}}</td><td>{{scope . $c}}</td><td>{{.Vantages}}</td></tr>
 {{end}}</table>
 {{end}}
+{{with unknowns .Intervals}}
+<p>{{unknownTitle}}:</p>
+<ul>
+{{range .}}<li>{{stamp .Start}} to {{untilOf .}} ({{dur (.End.Sub .Start)}})</li>
+{{end}}</ul>
+{{end}}
 <table>
 <caption>Networks</caption>
 <tr><th>Network</th><th>AS</th><th>Availability</th><th>Outages</th><th>Longest</th></tr>
-{{range .Networks}}<tr><td>{{.Prefix}}</td><td>{{if .ASN}}AS{{.ASN}}{{end}}</td><td>{{if .Summary.Measured}}{{pct .Summary.Availability}}{{else}}not measured{{end}}</td><td>{{.Summary.Outages}}</td><td>{{dur .Summary.Longest}}</td></tr>
+{{range .Networks}}<tr><td>{{.Prefix}}</td><td>{{if .ASN}}AS{{.ASN}}{{end}}</td><td>{{if .Summary.Measured}}{{pct .Summary.Availability}}{{else}}not measured{{end}}{{if .Summary.Unknown}}, unknown {{dur .Summary.Unknown}}{{end}}</td><td>{{.Summary.Outages}}</td><td>{{dur .Summary.Longest}}</td></tr>
 {{end}}</table>
 {{with singles .}}
 <table class="singles">

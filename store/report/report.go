@@ -81,9 +81,12 @@ type Summary struct {
 	Up           time.Duration `json:"up_ns"`
 	Partial      time.Duration `json:"partial_ns"`
 	Down         time.Duration `json:"down_ns"`
-	Outages      int           `json:"outages"`
-	Longest      time.Duration `json:"longest_ns"`
-	Ongoing      bool          `json:"ongoing"`
+	// Unknown is the time the state could not be judged (too few blocks
+	// measurable): neither up nor down, and not in Measured.
+	Unknown time.Duration `json:"unknown_ns"`
+	Outages int           `json:"outages"`
+	Longest time.Duration `json:"longest_ns"`
+	Ongoing bool          `json:"ongoing"`
 }
 
 // Network is one network's part of a report.
@@ -334,6 +337,8 @@ func summarise(rows []row, since, until time.Time) ([]Interval, Summary) {
 			s.Outages++
 			s.Longest = max(s.Longest, d)
 			s.Ongoing = s.Ongoing || iv.Open
+		case "unknown":
+			s.Unknown += d
 		}
 	}
 	s.Measured = s.Up + s.Partial + s.Down
