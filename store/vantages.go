@@ -9,24 +9,29 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// VantageStatus is what the center knows of one vantage.
+// VantageStatus is what the center knows of one vantage. The JSON names
+// are what `cutoff vantage list --json` prints: durations in nanoseconds
+// (fields ending in _ns), times in RFC 3339, null when unknown.
 type VantageStatus struct {
-	Name              string
-	FirstSeen         time.Time
-	LastSeen          time.Time
-	ResultsLastHour   int64
-	SpoolBytes        int64
-	SpoolRecords      int64
-	SpoolOldest       *time.Time
-	ClockOffset       *time.Duration
-	Round, Timeout    time.Duration
-	ProbesSent        int64
-	Countries         []string
-	Version, Hostname string
+	Name            string         `json:"name"`
+	FirstSeen       time.Time      `json:"first_seen"`
+	LastSeen        time.Time      `json:"last_seen"`
+	ResultsLastHour int64          `json:"results_last_hour"`
+	SpoolBytes      int64          `json:"spool_bytes"`
+	SpoolRecords    int64          `json:"spool_records"`
+	SpoolOldest     *time.Time     `json:"spool_oldest"`
+	ClockOffset     *time.Duration `json:"clock_offset_ns"`
+	Round           time.Duration  `json:"round_ns"`
+	Timeout         time.Duration  `json:"timeout_ns"`
+	ProbesSent      int64          `json:"probes_sent"`
+	Countries       []string       `json:"countries"` // empty: all
+	Version         string         `json:"version"`
+	Hostname        string         `json:"hostname"`
 	// Health is the correlator's latest verdict: healthy, unhealthy,
 	// unknown, or "" when it has none.
-	Health, HealthReason string
-	HealthSince          *time.Time
+	Health       string     `json:"health"`
+	HealthReason string     `json:"health_reason"`
+	HealthSince  *time.Time `json:"health_since"`
 }
 
 // Vantages lists every vantage with its last contact, recent results,

@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,7 +21,11 @@ import (
 
 func TestMain(m *testing.M) {
 	if os.Getenv(asCLI) == "1" {
-		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+		// As main does: SIGTERM and ^C end the command cleanly.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
 	}
 	// Children this test binary starts (the lab's serve daemon, probers,
 	// the correlator) are the cutoff binary: the test binary acting as
@@ -365,18 +372,155 @@ func TestReportCommand(t *testing.T) {
 		give []string
 		want string
 	}{
-		{"unknown country", []string{"--country", "IR"}, "IR is not watched"},
+		{"unknown country", []string{"--country", "KP,CN"}, "CN is not watched"},
 		{"no country", nil, "--country"},
 		{"both", []string{"--country", "KP", "--all"}, "--country"},
 		{"bad format", []string{"--all", "--format", "pdf"}, "--format"},
 		{"bad since", []string{"--all", "--since", "last week"}, "--since"},
 		{"inverted", []string{"--all", "--since", "2014-12-23", "--until", "2014-12-22"}, "before --until"},
+		{"future since", []string{"--all", "--since", "2099-01-01"}, "--since 2099-01-01T00:00:00Z is in the future"},
+		{"future period", []string{"--all", "--since", "2099-01-01", "--until", "2099-02-01"}, "--since 2099-01-01T00:00:00Z is in the future"},
 	}
 	for _, tt := range tests {
 		code, _, errOut := cli(t, append([]string{"report", "--db", db}, tt.give...)...)
 		if code != exitUsage || !strings.Contains(errOut, tt.want) {
 			t.Errorf("%s: exit %d, want 2 mentioning %q: %s", tt.name, code, tt.want, errOut)
 		}
+	}
+}
+
+// loadReportFixture fills a test database with the report package's
+// fixture history: KP and IR, December 2014.
+func loadReportFixture(t *testing.T) string {
+	t.Helper()
+	db := pgtest.URL(t)
+	fixture, err := os.ReadFile("../../store/report/testdata/history.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), string(fixture)); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// TestReportSeveralCountries: --country KP,IR and --all report both
+// countries, in text and JSON; --all in code order.
+func TestReportSeveralCountries(t *testing.T) {
+	t.Parallel()
+	db := loadReportFixture(t)
+	period := []string{"--db", db, "--since", "2014-12-21T12:00:00Z", "--until", "2014-12-23T18:00:00Z"}
+	tests := []struct {
+		name string
+		give []string
+		want []string // countries, in order
+	}{
+		{"named", []string{"--country", "KP,IR"}, []string{"KP", "IR"}},
+		{"named twice", []string{"--country", "kp", "--country", "ir,KP"}, []string{"KP", "IR"}},
+		{"all", []string{"--all"}, []string{"IR", "KP"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append(append([]string{"report"}, tt.give...), period...)
+			text := mustCLI(t, args...)
+			var at []int
+			for _, cc := range tt.want {
+				at = append(at, strings.Index(text, "\n"+cc+" "))
+			}
+			if at[0] < 0 || at[1] <= at[0] || strings.Count(text, "\nKP North Korea:") != 1 {
+				t.Errorf("text report: want %v once each, in that order:\n%s", tt.want, text)
+			}
+			for _, want := range []string{"3 outages, total downtime 10h21m38s", "unknown 3h29m50s)", "2.177.0.0/24 down 2014-12-23 09:00:12"} {
+				if !strings.Contains(text, want) {
+					t.Errorf("text report lacks %q:\n%s", want, text)
+				}
+			}
+			var r struct {
+				Version   int
+				Countries []struct {
+					Code    string
+					Summary struct {
+						Outages int
+						Unknown int64 `json:"unknown_ns"`
+					}
+				}
+			}
+			if err := json.Unmarshal([]byte(mustCLI(t, append(args, "--format", "json")...)), &r); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, c := range r.Countries {
+				got = append(got, c.Code)
+			}
+			if r.Version != 1 || strings.Join(got, ",") != strings.Join(tt.want, ",") {
+				t.Fatalf("json report: version %d, countries %v; want %v", r.Version, got, tt.want)
+			}
+			for _, c := range r.Countries {
+				if c.Code == "KP" && (c.Summary.Outages != 3 || c.Summary.Unknown != 0) || c.Code == "IR" && (c.Summary.Outages != 0 || c.Summary.Unknown != int64(3*time.Hour+29*time.Minute+50*time.Second)) {
+					t.Errorf("json report: %s summary %+v", c.Code, c.Summary)
+				}
+			}
+		})
+	}
+}
+
+// TestReportUnwatchedCountry: a cron line naming a country cutoff does
+// not watch is a usage error that names it, and writes no report.
+func TestReportUnwatchedCountry(t *testing.T) {
+	t.Parallel()
+	db := pgtest.URL(t)
+	mustCLI(t, "targets", "import", "--db", db, "--country", "KP", "--cidr", kpList)
+	out := filepath.Join(t.TempDir(), "r.txt")
+	code, stdout, stderr := cli(t, "report", "--db", db, "--country", "KP,IR", "--out", out)
+	if code != exitUsage || !strings.Contains(stderr, "IR is not watched") || strings.Contains(stderr, "KP is not") || stdout != "" {
+		t.Fatalf("exit %d, want 2 naming IR alone\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("a failed report left %s: %v", out, err)
+	}
+	code, _, stderr = cli(t, "report", "--db", db, "--country", "IR,KP,CN")
+	if code != exitUsage || !strings.Contains(stderr, "IR, CN are not watched") {
+		t.Fatalf("exit %d, want 2 naming IR and CN: %s", code, stderr)
+	}
+}
+
+// TestReportOutUnwritable: a report that cannot be written fails (exit 1)
+// naming the file and why, and leaves no partial or temporary file.
+func TestReportOutUnwritable(t *testing.T) {
+	t.Parallel()
+	db := loadReportFixture(t)
+	dir := t.TempDir()
+	taken := filepath.Join(dir, "taken")
+	if err := os.Mkdir(taken, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		give string
+		want string
+	}{
+		{"no such directory", filepath.Join(dir, "missing", "r.html"), "no such file or directory"},
+		{"a directory", taken, "is a directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := cli(t, "report", "--db", db, "--country", "KP", "--format", "html", "--since", "2014-12-21", "--until", "2014-12-24", "--out", tt.give)
+			if code != exitFailure || !strings.Contains(stderr, "write "+tt.give+": "+tt.want) || stdout != "" {
+				t.Fatalf("exit %d, want 1 with %q\nstdout: %s\nstderr: %s", code, "write "+tt.give+": "+tt.want, stdout, stderr)
+			}
+			left, _ := os.ReadDir(dir)
+			if len(left) != 1 || left[0].Name() != "taken" {
+				t.Fatalf("left behind in %s: %v", dir, left)
+			}
+			if inside, _ := os.ReadDir(taken); len(inside) != 0 {
+				t.Fatalf("wrote into %s: %v", taken, inside)
+			}
+		})
 	}
 }
 
@@ -408,5 +552,42 @@ func TestVantageList(t *testing.T) {
 	}
 	if fields := strings.Fields(strings.Split(out, "\n")[1]); fields[3] != "1" {
 		t.Fatalf("results in the last hour: %q, want 1\n%s", fields[3], out)
+	}
+
+	// --json, for machines: snake_case names, durations in ns.
+	var vs []map[string]any
+	if err := json.Unmarshal([]byte(mustCLI(t, "vantage", "list", "--db", db, "--json")), &vs); err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 1 {
+		t.Fatalf("--json: %d vantages, want 1: %v", len(vs), vs)
+	}
+	v := vs[0]
+	for k, want := range map[string]any{
+		"name": "vp1", "results_last_hour": 1.0, "spool_records": 12.0, "spool_bytes": 4096.0, "clock_offset_ns": 2.5e9,
+		"round_ns": 660e9, "timeout_ns": 5e9, "probes_sent": 100.0, "version": "v1", "hostname": "tokyo",
+		"health": "unhealthy", "health_reason": "control targets unanswered",
+	} {
+		if v[k] != want {
+			t.Errorf("--json %s = %v, want %v", k, v[k], want)
+		}
+	}
+	if cs, _ := v["countries"].([]any); len(cs) != 1 || cs[0] != "KP" {
+		t.Errorf("--json countries = %v, want [KP]", v["countries"])
+	}
+	for _, k := range []string{"first_seen", "last_seen", "spool_oldest", "health_since"} {
+		if s, _ := v[k].(string); s == "" {
+			t.Errorf("--json %s = %v, want a time", k, v[k])
+		} else if _, err := time.Parse(time.RFC3339, s); err != nil {
+			t.Errorf("--json %s: %v", k, err)
+		}
+	}
+}
+
+func TestVantageListJSONEmpty(t *testing.T) {
+	t.Parallel()
+	db := pgtest.URL(t)
+	if out := strings.TrimSpace(mustCLI(t, "vantage", "list", "--db", db, "--json")); out != "[]" {
+		t.Fatalf("--json with no vantages: %q, want []", out)
 	}
 }

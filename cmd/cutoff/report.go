@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -57,10 +58,14 @@ Examples:
 				if *all == (len(countries) > 0) {
 					return usagef("give --country CC[,CC…] or --all")
 				}
-				for i, c := range countries {
-					countries[i] = strings.ToUpper(c)
-					if err := store.CheckCountry(countries[i]); err != nil {
+				var codes []string
+				for _, c := range countries {
+					c = strings.ToUpper(c)
+					if err := store.CheckCountry(c); err != nil {
 						return badInput(fmt.Errorf("--country: %w", err))
+					}
+					if !slices.Contains(codes, c) {
+						codes = append(codes, c)
 					}
 				}
 				now := time.Now().UTC()
@@ -75,12 +80,17 @@ Examples:
 				if !to.IsZero() && !from.Before(to) {
 					return usagef("--since must be before --until")
 				}
+				// The period ends now at the latest: a --since in the
+				// future leaves nothing to report.
+				if !from.Before(now) {
+					return usagef("--since %s is in the future (now is %s)", from.Format(time.RFC3339), now.Format(time.RFC3339))
+				}
 				st, err := store.Open(ctx, *db)
 				if err != nil {
 					return err
 				}
 				defer st.Close()
-				r, err := report.Build(ctx, st.Pool(), report.Options{Countries: countries, All: *all, Since: from, Until: to, Now: now})
+				r, err := report.Build(ctx, st.Pool(), report.Options{Countries: codes, All: *all, Since: from, Until: to, Now: now})
 				if errors.Is(err, report.ErrNoData) {
 					return badInput(err)
 				}
@@ -108,26 +118,44 @@ Examples:
 }
 
 // writeFileAtomic writes through a temporary file and a rename, so a
-// reader (a web server, a mailer) never sees half a report.
+// reader (a web server, a mailer) never sees half a report, and a failed
+// write leaves nothing behind.
 func writeFileAtomic(path string, data []byte) error {
+	fail := func(err error) error {
+		// The cause, not the temporary file's name: that would only
+		// puzzle the reader.
+		var pe *fs.PathError
+		var le *os.LinkError
+		switch {
+		case errors.As(err, &pe):
+			err = pe.Err
+		case errors.As(err, &le):
+			err = le.Err
+		}
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		// A rename onto a directory fails with "file exists".
+		return fmt.Errorf("write %s: is a directory", path)
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return fail(err)
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+		return fail(err)
 	}
 	if err := tmp.Chmod(0o644); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+		return fail(err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return fail(err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return fail(err)
 	}
 	return nil
 }

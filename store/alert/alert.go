@@ -2,8 +2,9 @@
 // country or network outage starts and when it ends, retried with
 // exponential backoff. Events enter through Notify, which never blocks
 // (the correlator must not wait on a slow or dead webhook); a bounded
-// queue drops the oldest event, with a warning, when the webhook stays
-// unreachable for long.
+// queue drops the oldest waiting event, with a warning, when the webhook
+// stays unreachable for long. The event being sent is not in the queue,
+// so it is never the one dropped.
 package alert
 
 import (
@@ -45,13 +46,17 @@ type Webhook struct {
 	Attempts  int
 	BaseDelay time.Duration
 	MaxDelay  time.Duration
-	// Queue is how many events may wait (zero: 1000).
+	// Queue is how many events may wait (zero: 1000), besides the one
+	// being sent.
 	Queue  int
 	Client *http.Client
 	Log    *slog.Logger
 
-	once    sync.Once
-	mu      sync.Mutex
+	once sync.Once
+	mu   sync.Mutex
+	// pending waits to be sent, oldest first. Run takes the event it
+	// sends out of it, so Notify's dropping never touches that one and
+	// Run's accounting never touches an event it did not send.
 	pending []Payload
 	wake    chan struct{}
 	// Stats, read with Stats.
@@ -111,7 +116,7 @@ func (w *Webhook) Notify(e correlate.Event) {
 	w.init()
 	w.mu.Lock()
 	if len(w.pending) >= w.Queue {
-		w.Log.Warn("webhook queue full: dropping the oldest event", "url", w.URL, "event", w.pending[0].Text)
+		w.Log.Warn("webhook queue full: dropping the oldest waiting event", "url", w.URL, "event", w.pending[0].Text)
 		w.pending = w.pending[1:]
 		w.dropped++
 	}
@@ -139,18 +144,20 @@ func (w *Webhook) Queued() int {
 	return w.queued
 }
 
-// Run delivers queued events, in order, until ctx ends.
+// Run delivers queued events, in order, until ctx ends. An event whose
+// delivery ctx interrupts goes back to the head of the queue.
 func (w *Webhook) Run(ctx context.Context) {
 	w.init()
 	for {
 		w.mu.Lock()
-		var next *Payload
-		if len(w.pending) > 0 {
-			p := w.pending[0]
-			next = &p
+		var next Payload
+		ok := len(w.pending) > 0
+		if ok {
+			next = w.pending[0]
+			w.pending = w.pending[1:]
 		}
 		w.mu.Unlock()
-		if next == nil {
+		if !ok {
 			select {
 			case <-ctx.Done():
 				return
@@ -158,20 +165,20 @@ func (w *Webhook) Run(ctx context.Context) {
 				continue
 			}
 		}
-		err := w.deliver(ctx, *next)
+		err := w.deliver(ctx, next)
+		w.mu.Lock()
+		switch {
+		case err == nil:
+			w.delivered++
+		case ctx.Err() != nil:
+			w.pending = append([]Payload{next}, w.pending...)
+		default:
+			w.failed++
+		}
+		w.mu.Unlock()
 		if ctx.Err() != nil {
 			return
 		}
-		w.mu.Lock()
-		if len(w.pending) > 0 {
-			w.pending = w.pending[1:]
-		}
-		if err != nil {
-			w.failed++
-		} else {
-			w.delivered++
-		}
-		w.mu.Unlock()
 		if err != nil {
 			w.Log.Error("webhook: giving up on an event", "url", w.URL, "event", next.Text, "err", err)
 		}

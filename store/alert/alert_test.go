@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -116,5 +117,67 @@ func TestDeadWebhookNeverBlocks(t *testing.T) {
 	d, f, dr := w.Stats()
 	if d != 0 || dr < 6 || f < 1 {
 		t.Fatalf("delivered %d, failed %d, dropped %d: want none delivered, the queue bounded", d, f, dr)
+	}
+}
+
+// TestFullQueueSparesTheEventInFlight: while the webhook holds the first
+// event, more arrive than the queue holds. The oldest waiting ones are
+// dropped, never the one being sent; what is counted as delivered is
+// exactly what the server received, in the order it happened.
+func TestFullQueueSparesTheEventInFlight(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		got     []string
+		arrived = make(chan string, 10)
+		release = make(chan struct{})
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p Payload
+		if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+			http.Error(w, "bad payload", http.StatusBadRequest)
+			return
+		}
+		arrived <- p.Country
+		<-release
+		mu.Lock()
+		got = append(got, p.Country)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	w := &Webhook{URL: srv.URL, Attempts: 1, Queue: 2}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.Run(ctx)
+
+	// Countries stand for the events' order: AA is sent first and held.
+	notify := func(cc string) {
+		w.Notify(correlate.Event{Kind: "outage_started", Scope: "country", Country: cc, Start: start})
+	}
+	notify("AA")
+	select {
+	case cc := <-arrived:
+		if cc != "AA" {
+			t.Fatalf("first event at the server: %s", cc)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first event never reached the server")
+	}
+	for _, cc := range []string{"BB", "CC", "DD", "EE", "FF"} {
+		notify(cc)
+	}
+	close(release)
+	waitFor(t, func() bool {
+		d, f, dr := w.Stats()
+		return d+f+dr == w.Queued()
+	})
+
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"AA", "EE", "FF"} // BB, CC and DD made way
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("server received %v, want %v", got, want)
+	}
+	if d, f, dr := w.Stats(); d != len(got) || f != 0 || dr != 3 {
+		t.Fatalf("delivered %d (server received %d), failed %d, dropped %d; want 3 dropped", d, len(got), f, dr)
 	}
 }

@@ -40,7 +40,7 @@ func screenshot(t *testing.T, page string) image.Image {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-		"--user-data-dir="+filepath.Join(dir, "profile"), "--window-size=1100,1300", "--screenshot="+out, "file://"+page)
+		"--user-data-dir="+filepath.Join(dir, "profile"), "--window-size=1100,2400", "--screenshot="+out, "file://"+page)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("chromium: %v\n%s", err, b)
 	}
@@ -81,13 +81,14 @@ func near(c color.Color, hex string) bool {
 	return d(r>>8, want[0]) < 12 && d(g>>8, want[1]) < 12 && d(b>>8, want[2]) < 12
 }
 
-// TestHTMLTimelineRenders opens the HTML report in headless Chromium and
-// looks at the pixels: the bands are there, in their colours, and the
-// long outage of 22 December sits where its time says on the axis.
+// TestHTMLTimelineRenders opens the HTML report of KP and IR in headless
+// Chromium and looks at the pixels: the bands are there, in their
+// colours, the long outage of 22 December sits where its time says on
+// the axis, and so does IR's stretch of unknown state.
 func TestHTMLTimelineRenders(t *testing.T) {
 	t.Parallel()
 	st := fixture(t)
-	r := build(t, st, report.Options{Countries: []string{"KP"}, Since: since, Until: until, Now: until})
+	r := build(t, st, report.Options{Countries: []string{"KP", "IR"}, Since: since, Until: until, Now: until})
 	page := filepath.Join(t.TempDir(), "report.html")
 	if err := os.WriteFile(page, render(t, r, "html"), 0o644); err != nil {
 		t.Fatal(err)
@@ -105,33 +106,42 @@ func TestHTMLTimelineRenders(t *testing.T) {
 	// down runs.
 	left, right := b.Max.X, b.Min.X
 	type run struct{ y, x0, x1 int }
-	var longest run
+	// The longest horizontal run of a colour: a band, not a legend swatch.
+	longestRun := func(hex string) run {
+		var longest run
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			x0 := -1
+			for x := b.Min.X; x <= b.Max.X; x++ {
+				in := x < b.Max.X && near(img.At(x, y), hex)
+				switch {
+				case in && x0 < 0:
+					x0 = x
+				case !in && x0 >= 0:
+					if x-x0 > longest.x1-longest.x0 {
+						longest = run{y, x0, x}
+					}
+					x0 = -1
+				}
+			}
+		}
+		return longest
+	}
 	for y := b.Min.Y; y < b.Max.Y; y++ {
-		x0 := -1
 		for x := b.Min.X; x < b.Max.X; x++ {
 			c := img.At(x, y)
-			for name, hex := range map[string]string{"up": "#4daf7c", "partial": "#f4a641", "down": "#c1272d", "healthy": "#a6cee3", "unhealthy": "#6a3d9a"} {
+			for name, hex := range map[string]string{"up": "#4daf7c", "partial": "#f4a641", "down": "#c1272d", "unknown": "#bdbdbd", "healthy": "#a6cee3", "unhealthy": "#6a3d9a"} {
 				if near(c, hex) {
 					count[name]++
 				}
 			}
-			isDown := near(c, "#c1272d")
-			switch {
-			case isDown && x0 < 0:
-				x0 = x
-			case !isDown && x0 >= 0:
-				if x-x0 > longest.x1-longest.x0 {
-					longest = run{y, x0, x}
-				}
-				x0 = -1
-			}
 		}
 	}
-	for _, s := range []string{"up", "partial", "down", "healthy", "unhealthy"} {
+	for _, s := range []string{"up", "partial", "down", "unknown", "healthy", "unhealthy"} {
 		if count[s] < 20 {
 			t.Errorf("%s band: %d pixels in the screenshot, want it drawn", s, count[s])
 		}
 	}
+	longest := longestRun("#c1272d")
 	// The plot's extent is that of the bands in the row of the longest
 	// outage (the legend's swatches lie elsewhere).
 	for x := b.Min.X; x < b.Max.X; x++ {
@@ -152,5 +162,19 @@ func TestHTMLTimelineRenders(t *testing.T) {
 	wantLen := float64(9*time.Hour+31*time.Minute) / float64(until.Sub(since))
 	if gotLen := float64(longest.x1-longest.x0) / float64(right-left); gotLen < wantLen-0.01 || gotLen > wantLen+0.01 {
 		t.Fatalf("the long outage spans %.3f of the axis, want %.3f", gotLen, wantLen)
+	}
+
+	// IR's unknown stretch, grey, on the same axis (every timeline of a
+	// report shares the period and the layout).
+	unknown := longestRun("#bdbdbd")
+	from, to := time.Date(2014, 12, 22, 2, 0, 20, 0, time.UTC), time.Date(2014, 12, 22, 5, 30, 10, 0, time.UTC)
+	wantAt, wantLen := float64(from.Sub(since))/float64(until.Sub(since)), float64(to.Sub(from))/float64(until.Sub(since))
+	gotAt, gotLen := float64(unknown.x0-left)/float64(right-left), float64(unknown.x1-unknown.x0)/float64(right-left)
+	t.Logf("longest unknown band x %d..%d at y %d: starts at %.3f of the axis, spans %.3f", unknown.x0, unknown.x1, unknown.y, gotAt, gotLen)
+	if gotAt < wantAt-0.01 || gotAt > wantAt+0.01 || gotLen < wantLen-0.01 || gotLen > wantLen+0.01 {
+		t.Fatalf("IR's unknown band starts at %.3f and spans %.3f of the axis, want %.3f and %.3f", gotAt, gotLen, wantAt, wantLen)
+	}
+	if unknown.y <= longest.y {
+		t.Fatalf("the unknown band (y %d) is not in IR's timeline, below KP's (y %d)", unknown.y, longest.y)
 	}
 }

@@ -127,18 +127,22 @@ func tickStep(span time.Duration) (time.Duration, string) {
 }
 
 var page = template.Must(template.New("report").Funcs(template.FuncMap{
-	"timeline": timeline,
-	"title":    title,
-	"summary":  summaryLine,
-	"outages":  outageLine,
-	"when":     when,
-	"endOf":    endOf,
-	"dur":      dur,
-	"pct":      pct,
-	"scope":    scopeOf,
-	"stamp":    func(t time.Time) string { return t.Format(stamp) },
-	"colour":   func(s string) template.CSS { return template.CSS(colours[s]) },
-	"header":   header,
+	"timeline":     timeline,
+	"title":        title,
+	"summary":      summaryLine,
+	"outages":      outageLine,
+	"when":         when,
+	"endOf":        endOf,
+	"dur":          dur,
+	"pct":          pct,
+	"scope":        scopeOf,
+	"stamp":        func(t time.Time) string { return t.Format(stamp) },
+	"colour":       func(s string) template.CSS { return template.CSS(colours[s]) },
+	"header":       header,
+	"unknowns":     unknowns,
+	"untilOf":      untilOf,
+	"singles":      singleNetworkOutages,
+	"unknownTitle": func() string { return unknownTitle },
 }).Parse(`<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -150,6 +154,7 @@ h1 { font-size: 1.3em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom:
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { background: #f3f3f3; }
+caption { text-align: left; font-weight: bold; padding-bottom: 0.3em; }
 .legend span { display: inline-block; margin-right: 1.2em; font-size: 0.85em; }
 .legend i { display: inline-block; width: 1.4em; height: 0.9em; vertical-align: middle; margin-right: 0.3em; border: 1px solid #999; }
 .ongoing { color: #c1272d; font-weight: bold; }
@@ -175,14 +180,29 @@ th { background: #f3f3f3; }
 {{timeline $r.R .}}
 {{if .Outages}}
 <table>
+<caption>Outages</caption>
 <tr><th>Start (UTC)</th><th>End (UTC)</th><th>Duration</th><th>Scope</th><th>Vantages</th></tr>
 {{$c := .}}{{range .Outages}}<tr><td>{{when .Start}}</td><td>{{endOf .}}</td><td>{{dur .Duration}}</td><td>{{scope . $c}}</td><td>{{.Vantages}}</td></tr>
 {{end}}</table>
 {{end}}
+{{with unknowns .Intervals}}
+<p>{{unknownTitle}}:</p>
+<ul>
+{{range .}}<li>{{stamp .Start}} to {{untilOf .}} ({{dur (.End.Sub .Start)}})</li>
+{{end}}</ul>
+{{end}}
 <table>
+<caption>Networks</caption>
 <tr><th>Network</th><th>AS</th><th>Availability</th><th>Outages</th><th>Longest</th></tr>
-{{range .Networks}}<tr><td>{{.Prefix}}</td><td>{{if .ASN}}AS{{.ASN}}{{end}}</td><td>{{if .Summary.Measured}}{{pct .Summary.Availability}}{{else}}not measured{{end}}</td><td>{{.Summary.Outages}}</td><td>{{dur .Summary.Longest}}</td></tr>
+{{range .Networks}}<tr><td>{{.Prefix}}</td><td>{{if .ASN}}AS{{.ASN}}{{end}}</td><td>{{if .Summary.Measured}}{{pct .Summary.Availability}}{{else}}not measured{{end}}{{if .Summary.Unknown}}, unknown {{dur .Summary.Unknown}}{{end}}</td><td>{{.Summary.Outages}}</td><td>{{dur .Summary.Longest}}</td></tr>
 {{end}}</table>
+{{with singles .}}
+<table class="singles">
+<caption>Outages of single networks</caption>
+<tr><th>Network</th><th>Start (UTC)</th><th>End (UTC)</th><th>Duration</th></tr>
+{{range .}}<tr><td>{{.Prefix}}</td><td>{{when .Start}}</td><td>{{endOf .Outage}}</td><td>{{dur .Duration}}</td></tr>
+{{end}}</table>
+{{end}}
 {{end}}
 <h2>Vantage health</h2>
 {{if not .Vantages}}<p>No vantages.</p>{{end}}

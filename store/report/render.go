@@ -85,11 +85,40 @@ func header(r *Report) string {
 }
 
 func summaryLine(s Summary) string {
+	unknown := ""
+	if s.Unknown > 0 {
+		unknown = fmt.Sprintf("; unknown %s", dur(s.Unknown))
+	}
 	if s.Measured == 0 {
+		if unknown != "" {
+			return fmt.Sprintf("no measurements in this period (state unknown for %s)", dur(s.Unknown))
+		}
 		return "no measurements in this period"
 	}
-	return fmt.Sprintf("availability %s (measured %s: up %s, partial %s, down %s)",
-		pct(s.Availability), dur(s.Measured), dur(s.Up), dur(s.Partial), dur(s.Down))
+	return fmt.Sprintf("availability %s (measured %s: up %s, partial %s, down %s%s)",
+		pct(s.Availability), dur(s.Measured), dur(s.Up), dur(s.Partial), dur(s.Down), unknown)
+}
+
+// unknownTitle heads the list of a country's unknown stretches.
+const unknownTitle = "State unknown (too few blocks measurable to judge)"
+
+// unknowns lists the stretches when a country's state could not be
+// judged, so a reader does not take a gap for good news.
+func unknowns(ivs []Interval) []Interval {
+	var out []Interval
+	for _, iv := range ivs {
+		if iv.State == "unknown" {
+			out = append(out, iv)
+		}
+	}
+	return out
+}
+
+func untilOf(iv Interval) string {
+	if iv.Open {
+		return "now"
+	}
+	return iv.End.Format(stamp)
 }
 
 func outageLine(s Summary) string {
@@ -115,6 +144,12 @@ func WriteText(w io.Writer, r *Report) error {
 			}
 			tw.Flush()
 		}
+		if u := unknowns(c.Intervals); len(u) > 0 {
+			fmt.Fprintf(w, "\n  %s\n", unknownTitle)
+			for _, iv := range u {
+				fmt.Fprintf(w, "    %s to %s (%s)\n", iv.Start.Format(stamp), untilOf(iv), dur(iv.End.Sub(iv.Start)))
+			}
+		}
 		if len(c.Networks) > 0 {
 			fmt.Fprintln(w, "\n  Networks")
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -127,13 +162,14 @@ func WriteText(w io.Writer, r *Report) error {
 				if n.Summary.Measured > 0 {
 					avail = "availability " + pct(n.Summary.Availability)
 				}
+				if n.Summary.Unknown > 0 {
+					avail += ", unknown " + dur(n.Summary.Unknown)
+				}
 				fmt.Fprintf(tw, "    %s\t%s\t%s\t%d outages, longest %s\n", n.Prefix, asn, avail, n.Summary.Outages, dur(n.Summary.Longest))
 			}
 			tw.Flush()
-			for _, n := range c.Networks {
-				for _, o := range networkOnly(n, c) {
-					fmt.Fprintf(w, "      %s down %s to %s (%s)\n", n.Prefix, when(o.Start), endOf(o), dur(o.Duration))
-				}
+			for _, o := range singleNetworkOutages(c) {
+				fmt.Fprintf(w, "      %s down %s to %s (%s)\n", o.Prefix, when(o.Start), endOf(o.Outage), dur(o.Duration))
 			}
 		}
 	}
@@ -158,8 +194,27 @@ func WriteText(w io.Writer, r *Report) error {
 	return nil
 }
 
+// netOutage is an outage of one network of a country.
+type netOutage struct {
+	Prefix string
+	Outage
+}
+
+// singleNetworkOutages lists, network by network, the outages that were
+// not part of a country-wide outage: the news a reader looks for per
+// network (the country-wide ones are listed once, as the country's).
+func singleNetworkOutages(c Country) []netOutage {
+	var out []netOutage
+	for _, n := range c.Networks {
+		for _, o := range networkOnly(n, c) {
+			out = append(out, netOutage{n.Prefix, o})
+		}
+	}
+	return out
+}
+
 // networkOnly lists a network's outages that were not part of a
-// country-wide outage: those are the news a reader looks for per network.
+// country-wide outage.
 func networkOnly(n Network, c Country) []Outage {
 	var out []Outage
 	for _, o := range n.Outages {
@@ -198,6 +253,12 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 				fmt.Fprintf(w, "| %s | %s | %s | %s | %d |\n", when(o.Start), endOf(o), dur(o.Duration), scopeOf(o, c), o.Vantages)
 			}
 		}
+		if u := unknowns(c.Intervals); len(u) > 0 {
+			fmt.Fprintf(w, "\n%s:\n\n", unknownTitle)
+			for _, iv := range u {
+				fmt.Fprintf(w, "- %s to %s (%s)\n", iv.Start.Format(stamp), untilOf(iv), dur(iv.End.Sub(iv.Start)))
+			}
+		}
 		if len(c.Networks) > 0 {
 			fmt.Fprintf(w, "\n| Network | AS | Availability | Outages | Longest |\n|---|---|---|---|---|\n")
 			for _, n := range c.Networks {
@@ -209,16 +270,15 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 				if n.Summary.Measured > 0 {
 					avail = pct(n.Summary.Availability)
 				}
+				if n.Summary.Unknown > 0 {
+					avail += ", unknown " + dur(n.Summary.Unknown)
+				}
 				fmt.Fprintf(w, "| %s | %s | %s | %d | %s |\n", n.Prefix, asn, avail, n.Summary.Outages, dur(n.Summary.Longest))
 			}
-			first := true
-			for _, n := range c.Networks {
-				for _, o := range networkOnly(n, c) {
-					if first {
-						fmt.Fprintf(w, "\nOutages of single networks:\n\n")
-						first = false
-					}
-					fmt.Fprintf(w, "- %s down %s to %s (%s)\n", n.Prefix, when(o.Start), endOf(o), dur(o.Duration))
+			if singles := singleNetworkOutages(c); len(singles) > 0 {
+				fmt.Fprintf(w, "\nOutages of single networks:\n\n")
+				for _, o := range singles {
+					fmt.Fprintf(w, "- %s down %s to %s (%s)\n", o.Prefix, when(o.Start), endOf(o.Outage), dur(o.Duration))
 				}
 			}
 		}

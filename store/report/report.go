@@ -81,9 +81,12 @@ type Summary struct {
 	Up           time.Duration `json:"up_ns"`
 	Partial      time.Duration `json:"partial_ns"`
 	Down         time.Duration `json:"down_ns"`
-	Outages      int           `json:"outages"`
-	Longest      time.Duration `json:"longest_ns"`
-	Ongoing      bool          `json:"ongoing"`
+	// Unknown is the time the state could not be judged (too few blocks
+	// measurable): neither up nor down, and not in Measured.
+	Unknown time.Duration `json:"unknown_ns"`
+	Outages int           `json:"outages"`
+	Longest time.Duration `json:"longest_ns"`
+	Ongoing bool          `json:"ongoing"`
 }
 
 // Network is one network's part of a report.
@@ -187,6 +190,20 @@ func Build(ctx context.Context, pool *pgxpool.Pool, opt Options) (*Report, error
 		if err != nil {
 			return nil, fmt.Errorf("report: %w", err)
 		}
+	}
+	// Name every country asked for that is not watched, not just the
+	// first: a cron line with a typo should be fixed in one go.
+	var missing []string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(array_agg(c ORDER BY i), '{}') FROM unnest($1::text[]) WITH ORDINALITY AS a(c, i)
+		WHERE NOT EXISTS (SELECT 1 FROM countries WHERE code = c)`, codes).Scan(&missing); err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	switch len(missing) {
+	case 0:
+	case 1:
+		return nil, fmt.Errorf("report: %w: %s is not watched (import it with cutoff targets import)", ErrNoData, missing[0])
+	default:
+		return nil, fmt.Errorf("report: %w: %s are not watched (import them with cutoff targets import)", ErrNoData, strings.Join(missing, ", "))
 	}
 	for _, cc := range codes {
 		c, err := buildCountry(ctx, pool, cc, since, r.Until)
@@ -320,6 +337,8 @@ func summarise(rows []row, since, until time.Time) ([]Interval, Summary) {
 			s.Outages++
 			s.Longest = max(s.Longest, d)
 			s.Ongoing = s.Ongoing || iv.Open
+		case "unknown":
+			s.Unknown += d
 		}
 	}
 	s.Measured = s.Up + s.Partial + s.Down

@@ -82,9 +82,81 @@ func golden(t *testing.T, name string, got []byte) {
 func TestGoldenFormats(t *testing.T) {
 	t.Parallel()
 	st := fixture(t)
-	r := build(t, st, report.Options{Countries: []string{"KP"}, Since: since, Until: until, Now: until})
-	for _, f := range []string{"text", "markdown", "csv", "json", "html"} {
-		golden(t, "december-2014."+f, render(t, r, f))
+	tests := []struct {
+		name string
+		give []string
+	}{
+		{"december-2014", []string{"KP"}},
+		// IR adds an unknown stretch and an outage of one network.
+		{"two-countries", []string{"KP", "IR"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := build(t, st, report.Options{Countries: tt.give, Since: since, Until: until, Now: until})
+			for _, f := range report.Formats {
+				golden(t, tt.name+"."+f, render(t, r, f))
+			}
+		})
+	}
+}
+
+// TestSeveralCountries: --all reports every watched country, in code
+// order, each exactly as when asked for by name.
+func TestSeveralCountries(t *testing.T) {
+	t.Parallel()
+	st := fixture(t)
+	named := build(t, st, report.Options{Countries: []string{"KP", "IR"}, Since: since, Until: until, Now: until})
+	all := build(t, st, report.Options{All: true, Since: since, Until: until, Now: until})
+	if len(named.Countries) != 2 || named.Countries[0].Code != "KP" || named.Countries[1].Code != "IR" {
+		t.Fatalf("--country KP,IR reported %+v, want KP then IR", named.Countries)
+	}
+	if len(all.Countries) != 2 || all.Countries[0].Code != "IR" || all.Countries[1].Code != "KP" {
+		t.Fatalf("--all reported %+v, want IR and KP", all.Countries)
+	}
+	for i, j := range []int{1, 0} {
+		a, _ := json.Marshal(all.Countries[i])
+		b, _ := json.Marshal(named.Countries[j])
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs between --all and --country:\n%s\n%s", all.Countries[i].Code, a, b)
+		}
+	}
+	ir := named.Countries[1]
+	if want := 3*time.Hour + 29*time.Minute + 50*time.Second; ir.Summary.Unknown != want || ir.Summary.Measured != until.Sub(since)-want {
+		t.Errorf("IR unknown %v, measured %v; want %v unknown, the rest measured", ir.Summary.Unknown, ir.Summary.Measured, want)
+	}
+	if ir.Summary.Outages != 0 || ir.Networks[1].Summary.Outages != 1 || ir.Networks[1].Outages[0].Duration != time.Hour+30*time.Minute+28*time.Second {
+		t.Errorf("IR: %d country outages, %s's outages %+v; want none, and one of 1h30m28s", ir.Summary.Outages, ir.Networks[1].Prefix, ir.Networks[1].Outages)
+	}
+}
+
+// TestUnknownInEveryFormat: a stretch nobody could judge is shown as such
+// in every format, not passed over as if it were up.
+func TestUnknownInEveryFormat(t *testing.T) {
+	t.Parallel()
+	st := fixture(t)
+	r := build(t, st, report.Options{Countries: []string{"IR"}, Since: since, Until: until, Now: until})
+	tests := []struct {
+		format string
+		want   []string
+	}{
+		{"text", []string{"unknown 3h29m50s)", "State unknown (too few blocks measurable to judge)\n    2014-12-22 02:00:20 to 2014-12-22 05:30:10 (3h29m50s)",
+			"availability 100.00%, unknown 3h29m50s", "2.177.0.0/24 down 2014-12-23 09:00:12 ±22s to 2014-12-23 10:30:40 ±20s (1h30m28s)"}},
+		{"markdown", []string{"unknown 3h29m50s)", "- 2014-12-22 02:00:20 to 2014-12-22 05:30:10 (3h29m50s)", "| 2.176.0.0/24 | AS58224 | 100.00%, unknown 3h29m50s |"}},
+		{"csv", []string{"country,IR,IR,unknown,2014-12-22T02:00:20Z,2014-12-22T05:30:10Z,false,12590", "network,2.177.0.0/24,IR,unknown,"}},
+		{"json", []string{`"unknown_ns": 12590000000000`, `"state": "unknown"`}},
+		{"html", []string{`data-state="unknown" x="`, `fill="#bdbdbd"><title>IR Iran: unknown 2014-12-22 02:00:20 to 2014-12-22 05:30:10 (3h29m50s)`,
+			"<li>2014-12-22 02:00:20 to 2014-12-22 05:30:10 (3h29m50s)</li>",
+			"<td>2.177.0.0/24</td><td>2014-12-23 09:00:12 ±22s</td><td>2014-12-23 10:30:40 ±20s</td><td>1h30m28s</td>"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.format, func(t *testing.T) {
+			out := string(render(t, r, tt.format))
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("%s report lacks %q:\n%s", tt.format, w, out)
+				}
+			}
+		})
 	}
 }
 
@@ -210,9 +282,13 @@ func TestEmptyPeriodAndUnknownCountry(t *testing.T) {
 	if text := string(render(t, r, "text")); !strings.Contains(text, "no measurements in this period") {
 		t.Fatalf("empty period:\n%s", text)
 	}
-	_, err := report.Build(context.Background(), st.Pool(), report.Options{Countries: []string{"IR"}, Since: since, Now: until})
-	if !errors.Is(err, report.ErrNoData) || !strings.Contains(err.Error(), "IR is not watched") {
+	_, err := report.Build(context.Background(), st.Pool(), report.Options{Countries: []string{"KP", "CN"}, Since: since, Now: until})
+	if !errors.Is(err, report.ErrNoData) || !strings.Contains(err.Error(), "CN is not watched") {
 		t.Fatalf("unknown country: %v", err)
+	}
+	_, err = report.Build(context.Background(), st.Pool(), report.Options{Countries: []string{"CN", "KP", "XX"}, Since: since, Now: until})
+	if !errors.Is(err, report.ErrNoData) || !strings.Contains(err.Error(), "CN, XX are not watched") {
+		t.Fatalf("two unknown countries: %v", err)
 	}
 	_, err = report.Build(context.Background(), st.Pool(), report.Options{Countries: []string{"KP"}, Since: until, Until: since, Now: until})
 	if err == nil || !strings.Contains(err.Error(), "period is empty") {
