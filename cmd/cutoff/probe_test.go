@@ -55,3 +55,13 @@ func TestProbeBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestProbeReplayRejectedNothing: --replay-rejected needs no vantage and
+// says what it did; with nothing set aside it does not even connect.
+func TestProbeReplayRejectedNothing(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errOut := cli(t, "probe", "--replay-rejected", "--spool", dir, "--db", "host="+dir+" dbname=nope connect_timeout=1")
+	if code != exitOK || !strings.Contains(out, "0 rejected batch files") {
+		t.Fatalf("exit %d:\n%s%s", code, out, errOut)
+	}
+}

@@ -57,7 +57,7 @@ func newMetrics(reg prometheus.Registerer, sp *spool.Spool, icmp func() prober.I
 		}, []string{"table"}),
 		ingestErr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cutoff_ingest_errors_total",
-			Help: "Failed attempts to write a spooled batch to the database, by reason (unreachable: retried; refused: kept aside).",
+			Help: "Failed attempts to write a spooled batch to the database, by reason: unreachable and refused (the server turned the statement down: permissions, read-only, timeouts) are retried; invalid counts batches whose bad rows were set aside in the rejected directory.",
 		}, []string{"reason"}),
 		dbUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cutoff_database_up",

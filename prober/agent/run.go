@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -376,72 +375,6 @@ func (a *Agent) beat(ctx context.Context) {
 	if err := a.st.Beat(ctx, h); err != nil {
 		a.log.Debug("heartbeat failed", "err", err)
 	}
-}
-
-// write replays the spool into the database, in order, until ctx ends.
-func (a *Agent) write(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for {
-		rec, err := a.sp.Next(ctx)
-		if err != nil {
-			return // ctx ended or the spool closed
-		}
-		b, err := decodeBatch(rec.Data)
-		if err != nil {
-			a.reject(rec, err)
-			a.sp.Ack(rec.Seq)
-			continue
-		}
-		for {
-			n, err := a.st.Ingest(ctx, *b)
-			if err == nil {
-				a.ingested.Add(n.Results)
-				a.m.ingested.WithLabelValues("probe_results").Add(float64(n.Results))
-				a.m.ingested.WithLabelValues("observations").Add(float64(n.Observations))
-				a.m.dbUp.Set(1)
-				if a.dbErrors.Swap(0) >= 3 {
-					a.log.Info("database reachable again; replaying the spool", "pending", a.sp.Pending())
-				}
-				backoff = 100 * time.Millisecond
-				if err := a.sp.Ack(rec.Seq); err != nil {
-					a.log.Error("spool ack failed: the batch may be sent again (harmless)", "err", err)
-				}
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			if !store.IsConnError(err) {
-				a.m.ingestErr.WithLabelValues("refused").Inc()
-				a.reject(rec, err)
-				a.sp.Ack(rec.Seq)
-				break
-			}
-			a.m.ingestErr.WithLabelValues("unreachable").Inc()
-			a.m.dbUp.Set(0)
-			if a.dbErrors.Add(1) == 3 {
-				a.log.Warn("database unreachable: results go to the spool until it returns", "err", err, "spool", a.cfg.spoolDir())
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-		}
-	}
-}
-
-// reject keeps a batch the database refused (or that cannot be decoded)
-// in the rejected directory: never dropped, and out of the way of the
-// batches behind it.
-func (a *Agent) reject(rec spool.Record, why error) {
-	path := filepath.Join(a.cfg.rejectDir(), fmt.Sprintf("batch-%020d", rec.Seq))
-	err := os.MkdirAll(a.cfg.rejectDir(), 0o750)
-	if err == nil {
-		err = writeFile(path, rec.Data)
-	}
-	a.log.Error("a spooled batch was refused; kept aside for inspection", "seq", rec.Seq, "why", why, "kept", path, "keep_err", err)
 }
 
 // writeFile writes through a temporary file and a rename.
