@@ -155,8 +155,11 @@ type Spool struct {
 	wmu     sync.Mutex
 	w       *os.File  // the active segment, opened lazily
 	wStart  time.Time // time of the active segment's first record
-	wErr    error     // set when a failed append could not be undone
+	wErr    error     // set when a failed append could not be undone, or a sync failed
 	wClosed bool
+	// dirty: records Written to w and not yet synced; dirtyDir: w was
+	// created since the last sync, so the directory needs one too.
+	dirty, dirtyDir bool
 
 	// rmu serialises the replayer's calls.
 	rmu     sync.Mutex
@@ -521,13 +524,17 @@ func (s *Spool) Lost() uint64 {
 	return s.lost
 }
 
-// Close syncs nothing (every Append already did) and releases the files
-// and the directory lock. A Next blocked waiting returns ErrClosed.
+// Close syncs what Write left unsynced and releases the files and the
+// directory lock. A Next blocked waiting returns ErrClosed.
 func (s *Spool) Close() error {
 	s.wmu.Lock()
 	if s.wClosed {
 		s.wmu.Unlock()
 		return nil
+	}
+	var serr error
+	if s.dirty {
+		serr = s.syncLocked()
 	}
 	s.wClosed = true
 	close(s.done)
@@ -541,7 +548,7 @@ func (s *Spool) Close() error {
 	defer s.wmu.Unlock()
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
-	return s.closeFiles()
+	return errors.Join(serr, s.closeFiles())
 }
 
 func (s *Spool) closeFiles() error {
