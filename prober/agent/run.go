@@ -39,6 +39,10 @@ type Agent struct {
 	col  *collector
 	icmp *prober.ICMP
 
+	// now is the clock measured against the database's (tests skew it);
+	// nil is time.Now.
+	now func() time.Time
+
 	collected atomic.Int64 // probe results handed over by the scheduler
 	ingested  atomic.Int64 // results the database took (new rows)
 	dbErrors  atomic.Int64
@@ -364,7 +368,10 @@ func (a *Agent) beat(ctx context.Context) {
 		h.SpoolOldest = time.Now().Add(-age)
 	}
 	h.Hostname, _ = os.Hostname()
-	if off, rtt, err := a.st.ClockOffset(ctx, nil); err == nil {
+	off, rtt, err := a.st.ClockOffset(ctx, a.now)
+	if err != nil {
+		a.log.Debug("clock offset not measured", "err", err)
+	} else {
 		h.ClockOffset = &off
 		a.m.clock.Set(off.Seconds())
 		if off.Abs() > time.Second {
