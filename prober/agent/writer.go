@@ -15,6 +15,52 @@ import (
 	"github.com/cutoffnet/cutoff/store"
 )
 
+// maxGroupRows bounds the rows the writer stores in one transaction. The
+// collector writes small batches when results trickle in, and many when
+// they pour in; the writer takes those waiting together, so that a
+// transaction per batch does not become the bottleneck.
+const maxGroupRows = 50_000
+
+// ready is a context that is already done: with it, Next hands back a
+// record that is waiting and does not wait for one.
+var ready = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// group is spooled batches the writer stores in one transaction.
+type group struct {
+	first, last uint64 // their sequence numbers in the spool
+	batch       store.Batch
+}
+
+// take waits for the next spooled batch and adds those waiting behind
+// it, up to maxGroupRows rows. Batches that cannot be decoded are set
+// aside as they are.
+func (a *Agent) take(ctx context.Context) (group, error) {
+	var g group
+	rec, err := a.sp.Next(ctx)
+	if err != nil {
+		return g, err
+	}
+	g.first = rec.Seq
+	for ; err == nil; rec, err = a.sp.Next(ready) {
+		g.last = rec.Seq
+		b, derr := decodeBatch(rec.Data)
+		if derr != nil {
+			a.keepAside(rec.Seq, rec.Data, 0, derr)
+			continue
+		}
+		g.batch.Results = append(g.batch.Results, b.Results...)
+		g.batch.Observations = append(g.batch.Observations, b.Observations...)
+		if g.batch.Len() >= maxGroupRows {
+			break
+		}
+	}
+	return g, nil
+}
+
 // write replays the spool into the database, in order, until ctx ends.
 //
 // A batch leaves the spool only once the database holds it, or for the
@@ -28,33 +74,27 @@ func (a *Agent) write(ctx context.Context) {
 	var lastCode string // SQLSTATE of the last refusal logged
 	var logged time.Time
 	for {
-		rec, err := a.sp.Next(ctx)
+		g, err := a.take(ctx)
 		if err != nil {
 			return // ctx ended or the spool closed
 		}
-		b, err := decodeBatch(rec.Data)
-		if err != nil {
-			a.keepAside(rec.Seq, rec.Data, 0, err)
-			a.sp.Ack(rec.Seq)
-			continue
-		}
 		for {
 			var n store.Counts
-			bad, why, err := ingestSplit(ctx, a.st, *b, &n)
+			bad, why, err := ingestSplit(ctx, a.st, g.batch, &n)
 			a.ingested.Add(n.Results)
 			a.m.ingested.WithLabelValues("probe_results").Add(float64(n.Results))
 			a.m.ingested.WithLabelValues("observations").Add(float64(n.Observations))
 			if err == nil {
 				if bad.Len() > 0 {
 					a.m.ingestErr.WithLabelValues("invalid").Inc()
-					a.setAside(rec.Seq, &bad, why)
+					a.setAside(g.first, &bad, why)
 				}
 				a.m.dbUp.Set(1)
 				if a.dbErrors.Swap(0) >= 3 || lastCode != "" {
 					a.log.Info("the database takes batches again; replaying the spool", "pending", a.sp.Pending())
 				}
 				lastCode, backoff = "", 100*time.Millisecond
-				if err := a.sp.Ack(rec.Seq); err != nil {
+				if err := a.sp.Ack(g.last); err != nil {
 					a.log.Error("spool ack failed: the batch may be sent again (harmless)", "err", err)
 				}
 				break
@@ -74,7 +114,7 @@ func (a *Agent) write(ctx context.Context) {
 				code := store.SQLState(err)
 				if code != lastCode || time.Since(logged) > time.Minute {
 					a.log.Error("the database refused a batch: it stays in the spool and is retried until it lands",
-						"sqlstate", code, "hint", hint(code), "err", err, "seq", rec.Seq, "pending", a.sp.Pending())
+						"sqlstate", code, "hint", hint(code), "err", err, "seq", g.first, "pending", a.sp.Pending())
 					lastCode, logged = code, time.Now()
 				}
 			}
