@@ -57,6 +57,12 @@ type Stats struct {
 	Results int64
 	// Ingested is how many of them the database took as new rows.
 	Ingested int64
+	// Spooled is how many of them were written into the spool: those
+	// survive the agent being killed. The others are in memory (for less
+	// than a millisecond, unless the spool is full) or Lost.
+	Spooled int64
+	// Lost is how many results were dropped, never spooled.
+	Lost int64
 	// Pending is how many batches wait in the spool.
 	Pending uint64
 }
@@ -64,6 +70,9 @@ type Stats struct {
 // Stats reports the agent's counters.
 func (a *Agent) Stats() Stats {
 	s := Stats{Results: a.collected.Load(), Ingested: a.ingested.Load()}
+	if a.col != nil {
+		s.Spooled, s.Lost = a.col.written.Load(), a.col.lost.Load()
+	}
 	if a.sp != nil {
 		s.Pending = a.sp.Pending()
 	}
@@ -155,14 +164,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	err = a.probe(ctx, probers)
 
 	// Stopping: the scheduler has waited for its probes in flight; put
-	// the last results in the spool, then give the writer time to drain.
+	// the last results in the spool, then give the writer time to drain
+	// it (and the collector to write what a full spool held back).
 	a.col.flush()
 	drain := cfg.Drain
 	if (cfg.Once || cfg.Sweep) && drain < time.Minute {
 		drain = time.Minute // cron runs: worth waiting for the database
 	}
 	deadline := time.Now().Add(drain)
-	for sp.Pending() > 0 && time.Now().Before(deadline) && a.dbReachable() {
+	for (sp.Pending() > 0 || a.col.holding()) && time.Now().Before(deadline) && a.dbReachable() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	close(beat)
@@ -171,9 +181,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Wait()
 
 	s := a.Stats()
-	a.log.Info("stopped", "results", s.Results, "ingested", s.Ingested, "spooled_batches", s.Pending)
+	a.log.Info("stopped", "results", s.Results, "spooled", s.Spooled, "ingested", s.Ingested, "spooled_batches", s.Pending)
 	if err != nil && !errors.Is(err, context.Canceled) {
-		return err
+		return errors.Join(err, a.col.err())
+	}
+	// Results that are neither in the database nor durably in the spool
+	// are lost: that is a failure, whatever the mode.
+	if lerr := a.col.err(); lerr != nil {
+		a.log.Error("results could not be made durable", "err", lerr)
+		return fmt.Errorf("results lost: %w", lerr)
 	}
 	if (cfg.Once || cfg.Sweep) && s.Pending > 0 {
 		return fmt.Errorf("the database was not reachable: %d batches stay in %s for the next run", s.Pending, cfg.spoolDir())
