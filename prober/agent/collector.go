@@ -37,9 +37,10 @@ type collector struct {
 	count    *atomic.Int64 // results handed over
 	maxBytes int           // bound on held bytes (maxHeldBytes)
 
-	mu   sync.Mutex
-	cur  store.Batch
-	wake chan struct{} // a token when cur has rows
+	mu     sync.Mutex
+	cur    store.Batch
+	rounds roundSpans
+	wake   chan struct{} // a token when cur has rows
 
 	writeMu sync.Mutex  // one write at a time, in order
 	held    []heldBatch // encoded batches the spool refused (full), oldest first
@@ -93,6 +94,9 @@ func (c *collector) Verdict(v sched.Verdict) {
 		c.cur.Observations = append(c.cur.Observations, store.Observation{Vantage: c.vantage, Block: b, Unit: v.Unit,
 			At: v.Time, SentAt: v.Start, Round: v.Round, State: state, Belief: v.Belief, Probes: v.Probes, Replies: v.Replies})
 	}
+	if d, ok := c.rounds.add(v); ok {
+		c.m.round.Set(d.Seconds())
+	}
 	c.mu.Unlock()
 	c.nudge()
 }
@@ -101,6 +105,16 @@ func (c *collector) nudge() {
 	select {
 	case c.wake <- struct{}{}:
 	default: // a wake-up is pending already
+	}
+}
+
+// finishRound reports the round in progress as complete: for --once and
+// --sweep, whose single round ends with the run.
+func (c *collector) finishRound() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d, ok := c.rounds.finish(); ok {
+		c.m.round.Set(d.Seconds())
 	}
 }
 
@@ -250,4 +264,53 @@ func (c *collector) sync() {
 	if first {
 		c.log.Error("spool sync failed: results written since the last sync may be lost to a power cut", "err", err)
 	}
+}
+
+// roundSpans measures how long rounds really take: from the first probe
+// of a round's first visit to its last verdict. A round is reported once
+// a verdict of a later round arrives, and again if one of its own comes
+// late.
+type roundSpans struct {
+	cur, prev roundSpan
+	started   bool
+}
+
+type roundSpan struct {
+	round       int64
+	first, last time.Time
+}
+
+func (s *roundSpan) extend(from, to time.Time) {
+	if from.Before(s.first) {
+		s.first = from
+	}
+	if to.After(s.last) {
+		s.last = to
+	}
+}
+
+// add takes a verdict; it returns a completed round's duration when one
+// is (re)measured.
+func (r *roundSpans) add(v sched.Verdict) (time.Duration, bool) {
+	from := v.Start
+	if from.IsZero() || from.After(v.Time) {
+		from = v.Time
+	}
+	switch {
+	case !r.started || v.Round > r.cur.round:
+		done := r.started
+		r.prev, r.cur, r.started = r.cur, roundSpan{round: v.Round, first: from, last: v.Time}, true
+		return r.prev.last.Sub(r.prev.first), done
+	case v.Round == r.cur.round:
+		r.cur.extend(from, v.Time)
+	case v.Round == r.prev.round:
+		r.prev.extend(from, v.Time)
+		return r.prev.last.Sub(r.prev.first), true
+	}
+	return 0, false
+}
+
+// finish reports the round in progress as complete.
+func (r *roundSpans) finish() (time.Duration, bool) {
+	return r.cur.last.Sub(r.cur.first), r.started
 }

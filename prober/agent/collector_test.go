@@ -103,3 +103,43 @@ func TestCollectorMemoryBound(t *testing.T) {
 		t.Fatalf("no drop logged:\n%s", log.String())
 	}
 }
+
+// TestRoundDuration: cutoff_round_duration_seconds measures each round,
+// from the first probe of its first visit to its last verdict, not the
+// configured round.
+func TestRoundDuration(t *testing.T) {
+	c := newTestCollector(t, spool.Options{}, nil)
+	base := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	blk := netip.MustParsePrefix("198.19.0.0/24")
+	verdict := func(round int64, start, end time.Duration) {
+		c.Verdict(sched.Verdict{Unit: blk, Blocks: []netip.Prefix{blk}, Round: round, State: sched.Up, Belief: 0.9,
+			Start: base.Add(start), Time: base.Add(end)})
+	}
+	round := func() float64 { return value(t, c.m.round) }
+	tests := []struct {
+		name       string
+		round      int64
+		start, end time.Duration
+		want       float64 // the gauge after the verdict
+	}{
+		{"first verdict of round 1: nothing complete yet", 1, 2 * time.Second, 3 * time.Second, 0},
+		{"round 1 goes on", 1, 0, time.Second, 0},
+		{"its last verdict", 1, 9 * time.Second, 12 * time.Second, 0},
+		{"round 2 starts: round 1 took 12 s", 2, 11 * time.Second, 13 * time.Second, 12},
+		{"a late verdict of round 1", 1, 10 * time.Second, 14 * time.Second, 14},
+		{"a very late one of round 0 changes nothing", 0, 0, 20 * time.Second, 14},
+		{"round 3 starts: round 2 took 2 s", 3, 30 * time.Second, 31 * time.Second, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			verdict(tt.round, tt.start, tt.end)
+			if got := round(); got != tt.want {
+				t.Fatalf("cutoff_round_duration_seconds %v, want %v", got, tt.want)
+			}
+		})
+	}
+	c.finishRound()
+	if got := round(); got != 1 {
+		t.Fatalf("after finishRound: %v, want round 3's 1 s", got)
+	}
+}

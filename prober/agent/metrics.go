@@ -42,7 +42,7 @@ func newMetrics(reg prometheus.Registerer, sp *spool.Spool, icmp func() prober.I
 		}, []string{"state"}),
 		round: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cutoff_round_duration_seconds",
-			Help: "Length of a round: every unit is visited once per round.",
+			Help: "How long the last completed round took: from the first probe of its first visit to its last verdict (the configured round plus how long its last visit ran, or more when probing falls behind).",
 		}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cutoff_round_lag_seconds",

@@ -141,7 +141,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		icmpStats = a.icmp.Stats
 	}
 	a.m = newMetrics(a.reg, sp, icmpStats)
-	a.m.round.Set(cfg.Round.Seconds())
 	stopMetrics, err := a.serveMetrics()
 	if err != nil {
 		return err
@@ -162,6 +161,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { a.heartbeats(bg, beat) })
 
 	err = a.probe(ctx, probers)
+	if cfg.Once || cfg.Sweep {
+		a.col.finishRound()
+	}
 
 	// Stopping: the scheduler has waited for its probes in flight; put
 	// the last results in the spool, then give the writer time to drain
