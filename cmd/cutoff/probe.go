@@ -59,7 +59,7 @@ Every flag can also be set in a YAML file (--config) under the same name.`,
 			once := fs.Bool("once", false, "run one round (it lasts --round: visits are spread across it), write everything, and exit (for cron and tests)")
 			sweep := fs.Bool("sweep", false, "instead of adaptive visits, probe every address of every block once (a full snapshot: replies from every responsive host, timeouts from silent ones) and exit")
 			refresh := fs.Duration("plan-refresh", d.PlanRefresh, "how often to reload the plan")
-			flush := fs.Duration("flush", d.Flush, "how often results are appended to the spool")
+			flush := fs.Duration("flush", d.Flush, "how often the spool is fsynced (results are written into it as they come; a power cut loses at most this much)")
 			drain := fs.Duration("drain", d.Drain, "on exit, how long to keep writing the spool to the database")
 			heartbeat := fs.Duration("heartbeat", d.Heartbeat, "how often to report the vantage and measure the clock against the database")
 			seed := fs.Uint64("seed", 0, "fix the scheduler's pseudo-random choices (tests)")

@@ -5,11 +5,15 @@
 // itself, restarts and crashes.
 //
 // Data flow: the scheduler hands results and verdicts to a collector,
-// which encodes them in batches and appends each batch to the on-disk
-// spool (fsynced) before anything else; a writer replays the spool into
-// PostgreSQL in order and acknowledges what committed. The database being
-// away only makes the spool grow; a SIGKILL loses at most the probes in
-// flight and the last fraction of a second of results not yet appended.
+// which encodes them and writes them into the on-disk spool as they come
+// (synced every Flush) before anything else; a writer replays the spool
+// into PostgreSQL in order and acknowledges what committed. The database
+// being away only makes the spool grow. A SIGKILL loses the probes in
+// flight and, at most, the results handed over while the collector was
+// busy with its previous write or sync (about a millisecond); a power cut
+// at most one Flush interval of results. Rows the database refuses as bad
+// data are set aside in the spool's rejected directory; every other
+// refusal is retried. Run fails when a result could not be made durable.
 package agent
 
 import (
@@ -48,8 +52,9 @@ type Config struct {
 	Sweep bool `yaml:"sweep"`
 	// PlanRefresh is how often the plan is reloaded from the database.
 	PlanRefresh time.Duration `yaml:"plan-refresh"`
-	// Flush is how often collected results are appended to the spool: at
-	// most this much finished work is lost to a SIGKILL.
+	// Flush is how often the spool is synced to disk: a power cut loses
+	// at most this much finished work. Results are written into the spool
+	// as they come, whatever Flush: a SIGKILL does not wait for it.
 	Flush time.Duration `yaml:"flush"`
 	// Heartbeat is how often the vantage reports itself and measures its
 	// clock against the database.
