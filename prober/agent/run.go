@@ -194,7 +194,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("results lost: %w", lerr)
 	}
 	if (cfg.Once || cfg.Sweep) && s.Pending > 0 {
-		return fmt.Errorf("the database was not reachable: %d batches stay in %s for the next run", s.Pending, cfg.spoolDir())
+		return fmt.Errorf("the database did not take every batch (unreachable, or refusing them: see the log): %d batches stay in %s for the next run", s.Pending, cfg.spoolDir())
 	}
 	return nil
 }
