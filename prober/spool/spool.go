@@ -1,12 +1,14 @@
 // Package spool keeps batches of records on disk, in order, until the
 // database has them.
 //
-// The prober agent Appends each encoded batch of results (opaque bytes: the
-// spool never looks inside) and gets back a sequence number once the batch
-// is on disk; a single replayer takes records out again, oldest first, with
-// Next or Replay, and Acks them once PostgreSQL has committed them. Acked
-// records are never handed out again; everything else survives a crash, a
-// SIGKILL or a power cut and is replayed after Open. Delivery is
+// A writer Appends each encoded batch of results (opaque bytes: the spool
+// never looks inside) and gets back a sequence number once the batch is on
+// disk, or Writes it (into the page cache: safe from a SIGKILL at once,
+// from a power cut after the next Sync); a single replayer takes records
+// out again, oldest first, with Next or Replay, and Acks them once
+// PostgreSQL has committed them. Acked records are never handed out again;
+// everything else survives a crash, a SIGKILL or a power cut and is
+// replayed after Open. Delivery is
 // at-least-once (a crash between the database's commit and the Ack re-sends
 // the batch); the database's unique key turns that into exactly-once.
 //
