@@ -118,8 +118,7 @@ func (s *Store) Ingest(ctx context.Context, b Batch) (Counts, error) {
 		return Counts{}, err
 	}
 	n, err := s.ingest(ctx, &b)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23514" && strings.Contains(pgErr.Message, "no partition") {
+	if noPartition(err) {
 		// "no partition of relation found for row": a partition was
 		// dropped under us (retention). Forget what we knew and retry once.
 		s.parts.mu.Lock()
@@ -130,12 +129,40 @@ func (s *Store) Ingest(ctx context.Context, b Batch) (Counts, error) {
 		}
 		n, err = s.ingest(ctx, &b)
 	}
-	if errors.As(err, &pgErr) && (pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23") {
+	if badData(err) {
 		// A data exception or a constraint the batch breaks: retrying
 		// will not help.
 		return n, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return n, err
+}
+
+// noPartition says whether err is PostgreSQL finding no partition for a
+// row (SQLSTATE 23514 with that message, not a CHECK constraint).
+func noPartition(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23514" && strings.Contains(pgErr.Message, "no partition")
+}
+
+// badData says whether the server refused a batch because of what is in
+// it: a data exception (class 22) or a broken integrity constraint (class
+// 23). Not a duplicate key (Ingest skips those, and one surfacing here
+// comes from a race, worth retrying), and not a missing partition (the
+// schema is short of one: retrying once it is made stores the rows).
+// Everything else, permissions and read-only servers included, is a state
+// of the server that can change, never a reason to give up on the rows.
+func badData(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || len(pgErr.Code) != 5 {
+		return false
+	}
+	switch {
+	case pgErr.Code == "23505", noPartition(err):
+		return false
+	case pgErr.Code[:2] == "22", pgErr.Code[:2] == "23":
+		return true
+	}
+	return false
 }
 
 // IngestResults stores results alone; see Ingest.

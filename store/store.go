@@ -85,7 +85,10 @@ func (s *Store) ServerVersion(ctx context.Context) (int, error) {
 
 // IsConnError reports whether err means the database could not be reached
 // or the connection broke, as opposed to the server refusing a statement.
-// Callers use it to decide between retrying later and giving up.
+// A refused statement is not necessarily final either (a permission not
+// yet granted, a standby after a failover, a statement timeout): writers
+// that must not lose data give up only on ErrInvalid, and use this to
+// say why they wait.
 func IsConnError(err error) bool {
 	if err == nil || errors.Is(err, ErrInvalid) {
 		return false
@@ -107,4 +110,14 @@ func IsConnError(err error) bool {
 		return false
 	}
 	return true
+}
+
+// SQLState is the SQLSTATE of the server error in err's chain, or "" when
+// the error did not come from the server.
+func SQLState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
 }

@@ -215,7 +215,7 @@ func benchIngestCmd() *command {
 	return &command{
 		name:    "ingest",
 		summary: "results per second into PostgreSQL, through the agent and straight through store.Ingest",
-		help: `Hands synthetic results to the agent's path (collector, spool append with
+		help: `Hands synthetic results to the agent's path (collector, spool write and
 fsync, writer, COPY) and times them into the database; then the same
 number straight through store.Ingest in batches, for comparison. Prints
 whether the server runs with fsync.`,

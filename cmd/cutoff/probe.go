@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
@@ -29,6 +31,13 @@ insert results, never rewrite them. ICMP needs CAP_NET_RAW (setcap
 cap_net_raw+ep $(which cutoff)) or an unprivileged ping socket
 (net.ipv4.ping_group_range); never run the prober as root.
 
+Only rows the database refuses as bad data (a value out of range, a
+broken constraint) leave the spool without landing: they are set aside
+in SPOOL/rejected, each file with a .why note. Once the cause is fixed
+(a migration, say), --replay-rejected puts them in and exits; rows still
+refused stay, alone, in their file. Any other refusal (permissions, a
+read-only standby, timeouts) keeps the batch in the spool, retried.
+
 Every flag can also be set in a YAML file (--config) under the same name.`,
 		setup: func(a *app, fs *flag.FlagSet) runFunc {
 			d := agent.Defaults()
@@ -50,10 +59,11 @@ Every flag can also be set in a YAML file (--config) under the same name.`,
 			once := fs.Bool("once", false, "run one round (it lasts --round: visits are spread across it), write everything, and exit (for cron and tests)")
 			sweep := fs.Bool("sweep", false, "instead of adaptive visits, probe every address of every block once (a full snapshot: replies from every responsive host, timeouts from silent ones) and exit")
 			refresh := fs.Duration("plan-refresh", d.PlanRefresh, "how often to reload the plan")
-			flush := fs.Duration("flush", d.Flush, "how often results are appended to the spool")
+			flush := fs.Duration("flush", d.Flush, "how often the spool is fsynced (results are written into it as they come; a power cut loses at most this much)")
 			drain := fs.Duration("drain", d.Drain, "on exit, how long to keep writing the spool to the database")
 			heartbeat := fs.Duration("heartbeat", d.Heartbeat, "how often to report the vantage and measure the clock against the database")
 			seed := fs.Uint64("seed", 0, "fix the scheduler's pseudo-random choices (tests)")
+			replay := fs.Bool("replay-rejected", false, "put the batches set aside in SPOOL/rejected into the database (--db), then exit")
 			timeScale := fs.Float64("time-scale", 0, "compress the scheduler's hourly budgets by this factor, for compressed lab replays only (e.g. 900 for an hour in 4 s)")
 			return func(ctx context.Context, args []string) error {
 				if err := noArgs(args); err != nil {
@@ -115,6 +125,9 @@ Every flag can also be set in a YAML file (--config) under the same name.`,
 				if set["opt-out"] {
 					cfg.OptOut = optOut
 				}
+				if *replay {
+					return replayRejected(ctx, a, cfg)
+				}
 				if err := cfg.Validate(); err != nil {
 					return badInput(err)
 				}
@@ -131,4 +144,20 @@ Every flag can also be set in a YAML file (--config) under the same name.`,
 			}
 		},
 	}
+}
+
+func replayRejected(ctx context.Context, a *app, cfg agent.Config) error {
+	if cfg.Spool == "" {
+		return usagef("--replay-rejected needs --spool")
+	}
+	r, err := agent.ReplayRejected(ctx, cfg.DB, cfg.Spool, a.log)
+	fmt.Fprintf(a.stdout, "%d rejected batch files: %d results and %d observations stored (new), %d files kept (%d rows still refused)\n",
+		r.Files, r.Stored.Results, r.Stored.Observations, r.Kept, r.KeptRows)
+	if err != nil {
+		return err
+	}
+	if r.Kept > 0 {
+		return fmt.Errorf("%d files in %s still refused: see the .why file beside each", r.Kept, filepath.Join(cfg.Spool, "rejected"))
+	}
+	return nil
 }

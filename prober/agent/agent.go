@@ -5,14 +5,19 @@
 // itself, restarts and crashes.
 //
 // Data flow: the scheduler hands results and verdicts to a collector,
-// which encodes them in batches and appends each batch to the on-disk
-// spool (fsynced) before anything else; a writer replays the spool into
-// PostgreSQL in order and acknowledges what committed. The database being
-// away only makes the spool grow; a SIGKILL loses at most the probes in
-// flight and the last fraction of a second of results not yet appended.
+// which encodes them and writes them into the on-disk spool as they come
+// (synced every Flush) before anything else; a writer replays the spool
+// into PostgreSQL in order and acknowledges what committed. The database
+// being away only makes the spool grow. A SIGKILL loses the probes in
+// flight and, at most, the results handed over while the collector was
+// busy with its previous write or sync (about a millisecond); a power cut
+// at most one Flush interval of results. Rows the database refuses as bad
+// data are set aside in the spool's rejected directory; every other
+// refusal is retried. Run fails when a result could not be made durable.
 package agent
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -47,8 +52,9 @@ type Config struct {
 	Sweep bool `yaml:"sweep"`
 	// PlanRefresh is how often the plan is reloaded from the database.
 	PlanRefresh time.Duration `yaml:"plan-refresh"`
-	// Flush is how often collected results are appended to the spool: at
-	// most this much finished work is lost to a SIGKILL.
+	// Flush is how often the spool is synced to disk: a power cut loses
+	// at most this much finished work. Results are written into the spool
+	// as they come, whatever Flush: a SIGKILL does not wait for it.
 	Flush time.Duration `yaml:"flush"`
 	// Heartbeat is how often the vantage reports itself and measures its
 	// clock against the database.
@@ -85,24 +91,51 @@ func Defaults() Config {
 }
 
 // LoadConfig reads a YAML file over cfg: keys it sets replace cfg's
-// values; unknown keys are an error.
+// values; unknown keys are an error. Errors name the file, the line and
+// the key.
 func LoadConfig(path string, cfg *Config) error {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+	err = dec.Decode(cfg)
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil
+	}
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
-	return nil
+	// yaml reports a bad value by line only ("line 2: cannot unmarshal
+	// !!str `soon` into time.Duration"): name the key on that line.
+	keys := map[string]string{}
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) == nil && len(doc.Content) == 1 && doc.Content[0].Kind == yaml.MappingNode {
+		m := doc.Content[0].Content
+		for i := 0; i+1 < len(m); i += 2 {
+			keys[fmt.Sprintf("line %d:", m[i+1].Line)] = m[i].Value
+		}
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, e := range te.Errors {
+		msgs[i] = e
+		line, rest, ok := strings.Cut(e, ":")
+		if k := keys[line+":"]; ok && k != "" {
+			msgs[i] = fmt.Sprintf("%s (%s):%s", k, line, rest)
+		}
+	}
+	return fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
 }
 
-var vantageName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+var (
+	vantageName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	countryCode = regexp.MustCompile(`^[A-Z]{2}$`)
+)
 
-// Validate checks the configuration and says which field is wrong.
+// Validate checks the configuration and says which field is wrong. It
+// also fits Recheck to a short round (tests, the demo, lab replays).
 func (c *Config) Validate() error {
 	switch {
 	case c.Vantage == "":
@@ -119,22 +152,31 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("timeout %v: positive and at most the round (%v)", c.Timeout, c.Round)
 	case c.Recheck <= 0:
 		return fmt.Errorf("recheck %v: must be positive", c.Recheck)
-	case c.TimeScale > 1 && c.Recheck == 30*time.Second:
-		c.Recheck = min(time.Duration(float64(c.Recheck)/c.TimeScale), c.Round/4)
-	case c.Recheck > c.Round/4:
-		// Re-checks are a fraction of a round by design; with a short
-		// round (tests, the demo) the default 30 s would not fit.
-		c.Recheck = c.Round / 4
 	case c.Rate <= 0:
 		return fmt.Errorf("rate %d: must be positive", c.Rate)
 	case c.Spool == "":
 		return errors.New("spool: a directory is required")
-	case c.Flush <= 0 || c.Heartbeat <= 0 || c.PlanRefresh <= 0:
-		return errors.New("flush, heartbeat and plan-refresh must be positive")
+	case c.Flush <= 0:
+		return fmt.Errorf("flush %v: must be positive", c.Flush)
+	case c.Heartbeat <= 0:
+		return fmt.Errorf("heartbeat %v: must be positive", c.Heartbeat)
+	case c.PlanRefresh <= 0:
+		return fmt.Errorf("plan-refresh %v: must be positive", c.PlanRefresh)
+	case c.Drain < 0:
+		return fmt.Errorf("drain %v: must not be negative", c.Drain)
+	case c.SpoolMax < 0:
+		return fmt.Errorf("spool-max %d: must not be negative (0 for the default)", c.SpoolMax)
 	}
+	// Re-checks are a fraction of a round by design; with a short round
+	// the default 30 s would not fit. This adjusts, so it comes after
+	// every check rather than ending the switch above early.
+	if c.TimeScale > 1 && c.Recheck == 30*time.Second {
+		c.Recheck = time.Duration(float64(c.Recheck) / c.TimeScale)
+	}
+	c.Recheck = min(c.Recheck, c.Round/4)
 	for i, cc := range c.Countries {
 		c.Countries[i] = strings.ToUpper(cc)
-		if !regexp.MustCompile(`^[A-Z]{2}$`).MatchString(c.Countries[i]) {
+		if !countryCode.MatchString(c.Countries[i]) {
 			return fmt.Errorf("country %q: not a two-letter code", cc)
 		}
 	}

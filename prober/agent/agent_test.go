@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -169,6 +170,52 @@ func count(t *testing.T, st *store.Store, sql string, args ...any) int64 {
 	return n
 }
 
+// scrape fetches /metrics from addr inside a vantage's namespace.
+func (w *world) scrape(t *testing.T, vantage, addr string) string {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, network, a string) (c net.Conn, err error) {
+		err = w.lab.Do(vantage, func() error {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, a)
+			return err
+		})
+		return c, err
+	}}}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+// metricSum adds up the samples of a series in a /metrics page, over all
+// its labels.
+func metricSum(t *testing.T, page, name string) int64 {
+	t.Helper()
+	var sum float64
+	found := false
+	for line := range strings.Lines(page) {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(rest[strings.LastIndexByte(rest, ' ')+1:], &v); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		sum += v
+		found = true
+	}
+	if !found {
+		t.Fatalf("/metrics has no %s", name)
+	}
+	return int64(sum)
+}
+
 func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
@@ -245,6 +292,16 @@ func TestSweepAndOnce(t *testing.T) {
 	}
 	if got := count(t, w.st, `SELECT probes_sent FROM vantages WHERE name = 'vp2'`); got != n {
 		t.Fatalf("vp2's heartbeat reports %d probes, %d stored", got, n)
+	}
+	// The round as it ran (collector_test checks how it is measured).
+	round := value(t, a.m.round)
+	t.Logf("vp2's round took %.3f s (configured %v)", round, cfg.Round)
+	if round <= 0 || round == cfg.Round.Seconds() || round > 3*cfg.Round.Seconds() {
+		t.Fatalf("cutoff_round_duration_seconds %v for a %v round: not measured", round, cfg.Round)
+	}
+	// Clock honesty: the run measured its clock against the database.
+	if got := count(t, w.st, `SELECT count(*) FROM vantages WHERE name = 'vp2' AND abs(clock_offset_ms) < 1000 AND clock_checked_at IS NOT NULL`); got != 1 {
+		t.Fatal("vp2's row records no clock offset (or one over 1 s on a machine whose clock is the database's)")
 	}
 }
 
@@ -336,7 +393,8 @@ func spooled(t *testing.T, dir string) []store.Result {
 
 // TestKillAndRestart: an agent killed with SIGKILL while the database is
 // away leaves its results in the spool; restarted, it replays them, and
-// nothing is counted twice.
+// nothing is counted twice. Nothing it reported finished before the kill
+// is lost: the kill takes at most the probes in flight.
 func TestKillAndRestart(t *testing.T) {
 	t.Parallel()
 	labtest.Require(t)
@@ -357,8 +415,17 @@ func TestKillAndRestart(t *testing.T) {
 	boot.Close()
 	w := newWorld(t, cl.URL("postgres"))
 	cfg := w.config(t, "vp1")
+	cfg.Metrics = "127.0.0.1:0"
 
 	proc, out, done := w.start(t, cfg)
+	var addr string
+	waitFor(t, "the metrics address in the log", 30*time.Second, func() bool {
+		m := regexp.MustCompile(`msg="serving metrics".* addr=(\S+)`).FindStringSubmatch(out.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
 	waitFor(t, "results in the database", 30*time.Second, func() bool {
 		return count(t, w.st, `SELECT count(*) FROM probe_results`) > 20
 	})
@@ -367,6 +434,16 @@ func TestKillAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second) // results go to the spool
+	// What the agent reports, just before the kill: results finished
+	// (handed over by the scheduler) and written into the spool.
+	page := w.scrape(t, "vp1", addr)
+	finished := metricSum(t, page, "cutoff_probes_total")
+	written := metricSum(t, page, "cutoff_results_spooled_total")
+	// The collector writes a result into the spool within a millisecond
+	// or so of its hand-over: well inside this pause, and well inside the
+	// 250 ms flush interval that bounded the loss before.
+	time.Sleep(100 * time.Millisecond)
+	killAt := time.Now()
 	if err := proc.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -404,6 +481,13 @@ func TestKillAndRestart(t *testing.T) {
 		before, len(waiting), already, round, after)
 	if want := before + int64(len(waiting)) - already + round; after != want {
 		t.Fatalf("%d results stored, want %d", after, want)
+	}
+	// The loss bound: every result reported finished before the kill is
+	// in the database (the restarted agent's own all come after killAt).
+	stored := count(t, st, `SELECT count(*) FROM probe_results WHERE vantage = 'vp1' AND sent_at < $1`, killAt)
+	t.Logf("before the kill: %d results finished, %d written into the spool; %d of that life stored", finished, written, stored)
+	if stored < written || stored < finished {
+		t.Fatalf("%d results of the killed agent stored; it had reported %d finished and %d spooled", stored, finished, written)
 	}
 	if rest := spooled(t, cfg.Spool); len(rest) != 0 {
 		t.Fatalf("%d results still in the spool", len(rest))
@@ -521,24 +605,15 @@ func TestProberRoleAndMetrics(t *testing.T) {
 		return count(t, w.st, `SELECT count(*) FROM probe_results`) > 10
 	})
 	// The metrics listener is inside vp1's namespace: dial it from there.
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		err = w.lab.Do("vp1", func() error {
-			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}}}
-	resp, err := client.Get("http://" + a.MetricsAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := w.scrape(t, "vp1", a.MetricsAddr())
 	for _, want := range []string{
 		`cutoff_probes_total{kind="icmp",outcome="reply"}`,
 		`cutoff_probes_total{kind="dns",outcome="reply"}`,
 		`cutoff_probe_rtt_seconds_bucket{kind="icmp"`,
-		"cutoff_round_duration_seconds 2",
+		"cutoff_round_duration_seconds",
+		"cutoff_results_spooled_total",
+		"cutoff_batches_dropped_total 0",
+		"cutoff_spool_batches_lost_total 0",
 		"cutoff_round_lag_seconds",
 		"cutoff_spool_bytes",
 		"cutoff_spool_age_seconds",
@@ -548,7 +623,7 @@ func TestProberRoleAndMetrics(t *testing.T) {
 		"cutoff_clock_offset_seconds",
 		`cutoff_icmp_rejected_total{reason="forged"}`,
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
@@ -567,4 +642,35 @@ func TestProberRoleAndMetrics(t *testing.T) {
 			t.Errorf("%s as %s: %v, want permission denied", sql, role, err)
 		}
 	}
+}
+
+// TestUndurableResultsFailRun: results that never reach the spool (here
+// it is too small to take a single batch) are lost when the agent stops;
+// Run must say so with an error (a non-zero exit), in daemon mode too,
+// rather than stop cleanly.
+func TestUndurableResultsFailRun(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, pgtest.URL(t))
+	cfg := w.config(t, "vp1")
+	cfg.SpoolMax = 64
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var log syncBuffer
+	a, done := w.run(ctx, t, cfg, &log)
+	waitFor(t, "results handed over", 30*time.Second, func() bool { return a.Stats().Results > 10 })
+	stop()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("no stop a minute after the cancel")
+	}
+	s := a.Stats()
+	if err == nil || !strings.Contains(err.Error(), "results lost") || !strings.Contains(err.Error(), "only in memory") {
+		t.Fatalf("Run: %v, want the results lost named (stats %+v)", err, s)
+	}
+	if s.Spooled != 0 || !strings.Contains(log.String(), "results could not be made durable") {
+		t.Fatalf("stats %+v; log:\n%s", s, log.String())
+	}
+	t.Logf("Run: %v", err)
 }

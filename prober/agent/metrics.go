@@ -10,18 +10,19 @@ import (
 // metrics are the agent's Prometheus series. They are registered on the
 // Registerer passed in, never on a global one.
 type metrics struct {
-	probes      *prometheus.CounterVec   // kind, outcome
-	rtt         *prometheus.HistogramVec // kind
-	verdicts    *prometheus.CounterVec   // state
-	round       prometheus.Gauge
-	lag         prometheus.Gauge
-	inFlight    prometheus.Gauge
-	ingested    *prometheus.CounterVec // table
-	ingestErr   *prometheus.CounterVec // reason
-	dbUp        prometheus.Gauge
-	clock       prometheus.Gauge
-	spoolFull   prometheus.Counter
-	batchesLost prometheus.Counter
+	probes         *prometheus.CounterVec   // kind, outcome
+	rtt            *prometheus.HistogramVec // kind
+	verdicts       *prometheus.CounterVec   // state
+	round          prometheus.Gauge
+	lag            prometheus.Gauge
+	inFlight       prometheus.Gauge
+	ingested       *prometheus.CounterVec // table
+	ingestErr      *prometheus.CounterVec // reason
+	dbUp           prometheus.Gauge
+	clock          prometheus.Gauge
+	spoolFull      prometheus.Counter
+	spooled        prometheus.Counter
+	batchesDropped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, sp *spool.Spool, icmp func() prober.ICMPStats) *metrics {
@@ -41,7 +42,7 @@ func newMetrics(reg prometheus.Registerer, sp *spool.Spool, icmp func() prober.I
 		}, []string{"state"}),
 		round: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cutoff_round_duration_seconds",
-			Help: "Length of a round: every unit is visited once per round.",
+			Help: "How long the last completed round took: from the first probe of its first visit to its last verdict (the configured round plus how long its last visit ran, or more when probing falls behind).",
 		}),
 		lag: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cutoff_round_lag_seconds",
@@ -57,7 +58,7 @@ func newMetrics(reg prometheus.Registerer, sp *spool.Spool, icmp func() prober.I
 		}, []string{"table"}),
 		ingestErr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cutoff_ingest_errors_total",
-			Help: "Failed attempts to write a spooled batch to the database, by reason (unreachable: retried; refused: kept aside).",
+			Help: "Failed attempts to write a spooled batch to the database, by reason: unreachable and refused (the server turned the statement down: permissions, read-only, timeouts) are retried; invalid counts batches whose bad rows were set aside in the rejected directory.",
 		}, []string{"reason"}),
 		dbUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cutoff_database_up",
@@ -69,14 +70,18 @@ func newMetrics(reg prometheus.Registerer, sp *spool.Spool, icmp func() prober.I
 		}),
 		spoolFull: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cutoff_spool_full_total",
-			Help: "Batches the spool refused because it was full (kept in memory and retried).",
+			Help: "Writes the spool refused because it was full (the batches stay in memory and are retried).",
 		}),
-		batchesLost: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "cutoff_spool_batches_lost_total",
-			Help: "Spooled batches lost to damaged spool data.",
+		spooled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cutoff_results_spooled_total",
+			Help: "Probe results written into the spool: from then on they survive the agent being killed (and a power cut once synced, every --flush).",
+		}),
+		batchesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cutoff_batches_dropped_total",
+			Help: "Batches of results dropped from memory, lost, because the spool stayed full until they passed the agent's memory bound.",
 		}),
 	}
-	reg.MustRegister(m.probes, m.rtt, m.verdicts, m.round, m.lag, m.inFlight, m.ingested, m.ingestErr, m.dbUp, m.clock, m.spoolFull, m.batchesLost)
+	reg.MustRegister(m.probes, m.rtt, m.verdicts, m.round, m.lag, m.inFlight, m.ingested, m.ingestErr, m.dbUp, m.clock, m.spoolFull, m.spooled, m.batchesDropped)
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cutoff_spool_bytes", Help: "Bytes of spooled batches on disk."},
 			func() float64 { return float64(sp.Bytes()) }),
@@ -86,6 +91,8 @@ func newMetrics(reg prometheus.Registerer, sp *spool.Spool, icmp func() prober.I
 			func() float64 { return sp.Age().Seconds() }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cutoff_spool_corrupt_total", Help: "Damaged stretches of spool data found and skipped."},
 			func() float64 { return float64(sp.Corrupt()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cutoff_spool_batches_lost_total", Help: "Spooled batches lost to damaged spool data (cutoff_spool_corrupt_total counts the damage)."},
+			func() float64 { return float64(sp.Lost()) }),
 	)
 	if icmp != nil {
 		reg.MustRegister(newICMPCollector(icmp))

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -15,9 +16,9 @@ import (
 )
 
 // Pipe is the agent's path for results without the scheduler and the
-// engines in front of it: the same collector (encode, append to the spool,
-// fsynced), the same writer (replay the spool into store.Ingest, in order,
-// acknowledging what committed). Results enter through Result and Verdict
+// engines in front of it: the same collector (encode, write into the
+// spool at once, fsync every cfg.Flush), the same writer (replay the
+// spool into store.Ingest, in order, acknowledging what committed). Results enter through Result and Verdict
 // exactly as the scheduler hands them over; they leave into PostgreSQL.
 // It exists so that what the path carries can be measured (cutoff bench
 // ingest) on the code a vantage runs, not a copy of it.
@@ -65,20 +66,21 @@ func (p *Pipe) Result(r sched.Result) { p.a.col.Result(r) }
 // Verdict hands over one visit's verdict.
 func (p *Pipe) Verdict(v sched.Verdict) { p.a.col.Verdict(v) }
 
-// Drain appends what was collected to the spool and waits until the
-// writer has put every spooled batch into the database, or ctx ends.
+// Drain writes what was collected into the spool and waits until the
+// writer has put every spooled batch into the database, or ctx ends. It
+// fails when results could not be made durable (see Close).
 func (p *Pipe) Drain(ctx context.Context) error {
 	p.a.col.flush()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for p.a.sp.Pending() > 0 {
+	for p.a.sp.Pending() > 0 || p.a.col.holding() {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("drain: %d batches still spooled: %w", p.a.sp.Pending(), ctx.Err())
 		case <-t.C:
 		}
 	}
-	return nil
+	return p.a.col.err()
 }
 
 // Stats reports how many results were handed over and how many the
@@ -88,8 +90,10 @@ func (p *Pipe) Stats() Stats { return p.a.Stats() }
 // SpoolBytes is the size of the spool on disk.
 func (p *Pipe) SpoolBytes() int64 { return p.a.sp.Bytes() }
 
-// Close stops the writer and the flusher and closes the spool and the
-// database pool; what was not drained stays in the spool.
+// Close stops the writer and the collector and closes the spool and the
+// database pool; what was not drained stays in the spool. It fails when
+// some result handed over is neither in the spool nor in the database:
+// dropped at the memory bound, or held in memory by a full spool.
 func (p *Pipe) Close() error {
 	if p.closed {
 		return nil
@@ -98,5 +102,5 @@ func (p *Pipe) Close() error {
 	p.stop()
 	p.wg.Wait()
 	p.a.st.Close()
-	return p.a.sp.Close()
+	return errors.Join(p.a.col.err(), p.a.sp.Close())
 }

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +39,10 @@ type Agent struct {
 	col  *collector
 	icmp *prober.ICMP
 
+	// now is the clock measured against the database's (tests skew it);
+	// nil is time.Now.
+	now func() time.Time
+
 	collected atomic.Int64 // probe results handed over by the scheduler
 	ingested  atomic.Int64 // results the database took (new rows)
 	dbErrors  atomic.Int64
@@ -54,6 +57,12 @@ type Stats struct {
 	Results int64
 	// Ingested is how many of them the database took as new rows.
 	Ingested int64
+	// Spooled is how many of them were written into the spool: those
+	// survive the agent being killed. The others are in memory (for less
+	// than a millisecond, unless the spool is full) or Lost.
+	Spooled int64
+	// Lost is how many results were dropped, never spooled.
+	Lost int64
 	// Pending is how many batches wait in the spool.
 	Pending uint64
 }
@@ -61,6 +70,9 @@ type Stats struct {
 // Stats reports the agent's counters.
 func (a *Agent) Stats() Stats {
 	s := Stats{Results: a.collected.Load(), Ingested: a.ingested.Load()}
+	if a.col != nil {
+		s.Spooled, s.Lost = a.col.written.Load(), a.col.lost.Load()
+	}
 	if a.sp != nil {
 		s.Pending = a.sp.Pending()
 	}
@@ -129,7 +141,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		icmpStats = a.icmp.Stats
 	}
 	a.m = newMetrics(a.reg, sp, icmpStats)
-	a.m.round.Set(cfg.Round.Seconds())
 	stopMetrics, err := a.serveMetrics()
 	if err != nil {
 		return err
@@ -150,16 +161,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { a.heartbeats(bg, beat) })
 
 	err = a.probe(ctx, probers)
+	if cfg.Once || cfg.Sweep {
+		a.col.finishRound()
+	}
 
 	// Stopping: the scheduler has waited for its probes in flight; put
-	// the last results in the spool, then give the writer time to drain.
+	// the last results in the spool, then give the writer time to drain
+	// it (and the collector to write what a full spool held back).
 	a.col.flush()
 	drain := cfg.Drain
 	if (cfg.Once || cfg.Sweep) && drain < time.Minute {
 		drain = time.Minute // cron runs: worth waiting for the database
 	}
 	deadline := time.Now().Add(drain)
-	for sp.Pending() > 0 && time.Now().Before(deadline) && a.dbReachable() {
+	for (sp.Pending() > 0 || a.col.holding()) && time.Now().Before(deadline) && a.dbReachable() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	close(beat)
@@ -168,12 +183,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Wait()
 
 	s := a.Stats()
-	a.log.Info("stopped", "results", s.Results, "ingested", s.Ingested, "spooled_batches", s.Pending)
+	a.log.Info("stopped", "results", s.Results, "spooled", s.Spooled, "ingested", s.Ingested, "spooled_batches", s.Pending)
 	if err != nil && !errors.Is(err, context.Canceled) {
-		return err
+		return errors.Join(err, a.col.err())
+	}
+	// Results that are neither in the database nor durably in the spool
+	// are lost: that is a failure, whatever the mode.
+	if lerr := a.col.err(); lerr != nil {
+		a.log.Error("results could not be made durable", "err", lerr)
+		return fmt.Errorf("results lost: %w", lerr)
 	}
 	if (cfg.Once || cfg.Sweep) && s.Pending > 0 {
-		return fmt.Errorf("the database was not reachable: %d batches stay in %s for the next run", s.Pending, cfg.spoolDir())
+		return fmt.Errorf("the database did not take every batch (unreachable, or refusing them: see the log): %d batches stay in %s for the next run", s.Pending, cfg.spoolDir())
 	}
 	return nil
 }
@@ -365,7 +386,10 @@ func (a *Agent) beat(ctx context.Context) {
 		h.SpoolOldest = time.Now().Add(-age)
 	}
 	h.Hostname, _ = os.Hostname()
-	if off, rtt, err := a.st.ClockOffset(ctx, nil); err == nil {
+	off, rtt, err := a.st.ClockOffset(ctx, a.now)
+	if err != nil {
+		a.log.Debug("clock offset not measured", "err", err)
+	} else {
 		h.ClockOffset = &off
 		a.m.clock.Set(off.Seconds())
 		if off.Abs() > time.Second {
@@ -376,72 +400,6 @@ func (a *Agent) beat(ctx context.Context) {
 	if err := a.st.Beat(ctx, h); err != nil {
 		a.log.Debug("heartbeat failed", "err", err)
 	}
-}
-
-// write replays the spool into the database, in order, until ctx ends.
-func (a *Agent) write(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for {
-		rec, err := a.sp.Next(ctx)
-		if err != nil {
-			return // ctx ended or the spool closed
-		}
-		b, err := decodeBatch(rec.Data)
-		if err != nil {
-			a.reject(rec, err)
-			a.sp.Ack(rec.Seq)
-			continue
-		}
-		for {
-			n, err := a.st.Ingest(ctx, *b)
-			if err == nil {
-				a.ingested.Add(n.Results)
-				a.m.ingested.WithLabelValues("probe_results").Add(float64(n.Results))
-				a.m.ingested.WithLabelValues("observations").Add(float64(n.Observations))
-				a.m.dbUp.Set(1)
-				if a.dbErrors.Swap(0) >= 3 {
-					a.log.Info("database reachable again; replaying the spool", "pending", a.sp.Pending())
-				}
-				backoff = 100 * time.Millisecond
-				if err := a.sp.Ack(rec.Seq); err != nil {
-					a.log.Error("spool ack failed: the batch may be sent again (harmless)", "err", err)
-				}
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			if !store.IsConnError(err) {
-				a.m.ingestErr.WithLabelValues("refused").Inc()
-				a.reject(rec, err)
-				a.sp.Ack(rec.Seq)
-				break
-			}
-			a.m.ingestErr.WithLabelValues("unreachable").Inc()
-			a.m.dbUp.Set(0)
-			if a.dbErrors.Add(1) == 3 {
-				a.log.Warn("database unreachable: results go to the spool until it returns", "err", err, "spool", a.cfg.spoolDir())
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 5*time.Second)
-		}
-	}
-}
-
-// reject keeps a batch the database refused (or that cannot be decoded)
-// in the rejected directory: never dropped, and out of the way of the
-// batches behind it.
-func (a *Agent) reject(rec spool.Record, why error) {
-	path := filepath.Join(a.cfg.rejectDir(), fmt.Sprintf("batch-%020d", rec.Seq))
-	err := os.MkdirAll(a.cfg.rejectDir(), 0o750)
-	if err == nil {
-		err = writeFile(path, rec.Data)
-	}
-	a.log.Error("a spooled batch was refused; kept aside for inspection", "seq", rec.Seq, "why", why, "kept", path, "keep_err", err)
 }
 
 // writeFile writes through a temporary file and a rename.

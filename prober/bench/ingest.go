@@ -17,7 +17,7 @@ import (
 )
 
 // Ingest measures results per second into PostgreSQL two ways: through
-// the agent's path (collector, spool append with fsync, writer, COPY) and
+// the agent's path (collector, spool write and fsync, writer, COPY) and
 // straight through store.Ingest in fixed batches, the foundation's
 // figure. It writes synthetic results into DB, which must be a migrated
 // database the benchmark may fill (cutoff bench makes a throwaway one).
@@ -196,7 +196,7 @@ func (b Ingest) rawPath(ctx context.Context, st *store.Store, base time.Time) (I
 // Write prints the figures.
 func (r *IngestReport) Write(w io.Writer) {
 	fmt.Fprintf(w, "Ingest into PostgreSQL (server fsync=%s, synchronous_commit=%s).\n", r.Fsync, r.SyncCommit)
-	fmt.Fprintf(w, "  agent path   %8.0f results/s  (%d results in %.2f s: collector, spool append + fsync every %s, writer, COPY)\n",
+	fmt.Fprintf(w, "  agent path   %8.0f results/s  (%d results in %.2f s: collector, spool write at once + fsync every %s, writer, COPY)\n",
 		r.Agent.Rate(), r.Agent.Ingested, r.Agent.Elapsed.Seconds(), r.Flush)
 	fmt.Fprintf(w, "  store.Ingest %8.0f results/s  (%d results in %.2f s, batches of %d)\n",
 		r.Raw.Rate(), r.Raw.Ingested, r.Raw.Elapsed.Seconds(), r.Batch)

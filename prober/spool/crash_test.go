@@ -28,8 +28,9 @@ func crashPayload(seq uint64) []byte {
 }
 
 // TestCrashChild is the process TestCrash kills. It appends in batches
-// while a second goroutine replays and acknowledges, and prints what is
-// durable: "D seq" once the batch ending at seq is appended, "a seq"
+// (Write or AppendBatch) while a second goroutine replays and
+// acknowledges, and prints what must survive a SIGKILL: "D seq" once the
+// batch ending at seq is appended, "a seq"
 // before acknowledging seq and "A seq" after.
 func TestCrashChild(t *testing.T) {
 	dir := os.Getenv(crashDirEnv)
@@ -75,7 +76,18 @@ func TestCrashChild(t *testing.T) {
 		for j := range 1 + rng.IntN(4) {
 			batch = append(batch, crashPayload(next+uint64(j)))
 		}
-		first, err := s.AppendBatch(batch)
+		// Write (no fsync, synced every few batches) or AppendBatch: a
+		// SIGKILL must not lose what either has returned.
+		var first uint64
+		var err error
+		if rng.IntN(2) == 0 {
+			first, err = s.Write(batch)
+			if err == nil && i%8 == 0 {
+				err = s.Sync()
+			}
+		} else {
+			first, err = s.AppendBatch(batch)
+		}
 		if err != nil || first != next {
 			fmt.Println("E append", first, next, err)
 			os.Exit(1)

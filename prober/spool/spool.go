@@ -1,12 +1,14 @@
 // Package spool keeps batches of records on disk, in order, until the
 // database has them.
 //
-// The prober agent Appends each encoded batch of results (opaque bytes: the
-// spool never looks inside) and gets back a sequence number once the batch
-// is on disk; a single replayer takes records out again, oldest first, with
-// Next or Replay, and Acks them once PostgreSQL has committed them. Acked
-// records are never handed out again; everything else survives a crash, a
-// SIGKILL or a power cut and is replayed after Open. Delivery is
+// A writer Appends each encoded batch of results (opaque bytes: the spool
+// never looks inside) and gets back a sequence number once the batch is on
+// disk, or Writes it (into the page cache: safe from a SIGKILL at once,
+// from a power cut after the next Sync); a single replayer takes records
+// out again, oldest first, with Next or Replay, and Acks them once
+// PostgreSQL has committed them. Acked records are never handed out again;
+// everything else survives a crash, a SIGKILL or a power cut and is
+// replayed after Open. Delivery is
 // at-least-once (a crash between the database's commit and the Ack re-sends
 // the batch); the database's unique key turns that into exactly-once.
 //
@@ -155,8 +157,11 @@ type Spool struct {
 	wmu     sync.Mutex
 	w       *os.File  // the active segment, opened lazily
 	wStart  time.Time // time of the active segment's first record
-	wErr    error     // set when a failed append could not be undone
+	wErr    error     // set when a failed append could not be undone, or a sync failed
 	wClosed bool
+	// dirty: records Written to w and not yet synced; dirtyDir: w was
+	// created since the last sync, so the directory needs one too.
+	dirty, dirtyDir bool
 
 	// rmu serialises the replayer's calls.
 	rmu     sync.Mutex
@@ -521,13 +526,17 @@ func (s *Spool) Lost() uint64 {
 	return s.lost
 }
 
-// Close syncs nothing (every Append already did) and releases the files
-// and the directory lock. A Next blocked waiting returns ErrClosed.
+// Close syncs what Write left unsynced and releases the files and the
+// directory lock. A Next blocked waiting returns ErrClosed.
 func (s *Spool) Close() error {
 	s.wmu.Lock()
 	if s.wClosed {
 		s.wmu.Unlock()
 		return nil
+	}
+	var serr error
+	if s.dirty {
+		serr = s.syncLocked()
 	}
 	s.wClosed = true
 	close(s.done)
@@ -541,7 +550,7 @@ func (s *Spool) Close() error {
 	defer s.wmu.Unlock()
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
-	return s.closeFiles()
+	return errors.Join(serr, s.closeFiles())
 }
 
 func (s *Spool) closeFiles() error {

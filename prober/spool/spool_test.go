@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -672,5 +673,57 @@ func TestIncompleteSegment(t *testing.T) {
 			appendN(t, s, 11, 2)
 			checkRecords(t, drain(t, s), span(1, 12))
 		})
+	}
+}
+
+// TestWriteAndSync: records Written without a sync are replayed at once,
+// across segment rotations, and are all there after Close and a reopen;
+// Sync reports nothing to do or does it, and fails once closed.
+func TestWriteAndSync(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{SegmentBytes: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatalf("Sync with nothing written: %v", err)
+	}
+	var seq uint64 = 1
+	for range 40 {
+		first, err := s.Write([][]byte{payload(seq), payload(seq + 1)})
+		if err != nil || first != seq {
+			t.Fatalf("Write: %d, %v; want seq %d", first, err, seq)
+		}
+		seq += 2
+		if !s.dirty {
+			t.Fatal("a Write left nothing to sync")
+		}
+		if seq%10 == 1 {
+			if err := s.Sync(); err != nil || s.dirty {
+				t.Fatalf("Sync: %v (dirty %v)", err, s.dirty)
+			}
+		}
+	}
+	if n := len(segFiles(t, dir)); n < 3 {
+		t.Fatalf("%d segments, want rotations", n)
+	}
+	// The replayer sees Written records before any Sync.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for want := uint64(1); want < seq; want++ {
+		r, err := s.Next(ctx)
+		if err != nil || r.Seq != want || !bytes.Equal(r.Data, payload(want)) {
+			t.Fatalf("Next: %d, %v; want %d", r.Seq, err, want)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Sync after Close: %v, want ErrClosed", err)
+	}
+	s, rep := open(t, dir, Options{SegmentBytes: 1 << 10})
+	if rs := drain(t, s); len(rs) != int(seq-1) || len(rep.all()) != 0 {
+		t.Fatalf("after a reopen: %s, reports %v; want 1-%d", summary(seqs(rs)), rep.all(), seq-1)
 	}
 }

@@ -22,6 +22,61 @@ func (s *Spool) Append(data []byte) (uint64, error) {
 // delivered: a failed write is cut off again. An empty batch does nothing
 // and returns 0.
 func (s *Spool) AppendBatch(batch [][]byte) (uint64, error) {
+	return s.append(batch, true)
+}
+
+// Write is AppendBatch without the wait for the disk: it returns once the
+// records are written into the segment file, that is in the kernel's page
+// cache. From then on they survive the process being killed (SIGKILL, a
+// panic, the OOM killer) but not yet a power cut or a kernel crash; Sync
+// makes them durable. The replayer sees them at once. Records Written and
+// not yet synced are synced before their segment is closed, and by Close.
+//
+// A writer that appends as soon as it has something and syncs on a timer
+// bounds what a killed process loses to what it had not yet written, and
+// what a power cut loses to one timer interval, at the cost of one
+// fdatasync per interval rather than per append.
+func (s *Spool) Write(batch [][]byte) (uint64, error) {
+	return s.append(batch, false)
+}
+
+// Sync makes every record Written so far durable (fdatasync, and the
+// directory's entry for a segment created since the last Sync). It does
+// nothing when there is nothing to sync. A failed Sync is returned again
+// by every later Sync and Append, as the written data may be lost.
+func (s *Spool) Sync() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.wClosed {
+		return ErrClosed
+	}
+	return s.syncLocked()
+}
+
+// syncLocked syncs what Write left unsynced. Called with wmu held.
+func (s *Spool) syncLocked() error {
+	if s.wErr != nil {
+		return s.wErr
+	}
+	if !s.dirty || s.w == nil {
+		return nil
+	}
+	err := fdatasync(s.w)
+	if err == nil && s.dirtyDir {
+		err = syncDir(s.dir)
+	}
+	if err != nil {
+		// After a failed fsync the kernel may have dropped the dirty
+		// pages: nothing written since the last good Sync is safe, and
+		// a retry could succeed without writing them. Say so from now on.
+		s.wErr = fmt.Errorf("spool: sync %s: %w", s.path(segName(s.active)), err)
+		return s.wErr
+	}
+	s.dirty, s.dirtyDir = false, false
+	return nil
+}
+
+func (s *Spool) append(batch [][]byte, sync bool) (uint64, error) {
 	if len(batch) == 0 {
 		return 0, nil
 	}
@@ -55,6 +110,15 @@ func (s *Spool) AppendBatch(batch [][]byte) (uint64, error) {
 	// worth closing: that deletes it and frees its space.
 	if s.active != 0 && used && s.bytes+need > s.opt.MaxBytes && s.nextSeq-1 <= s.acked {
 		rotate = true
+	}
+	if rotate && s.dirty {
+		// The segment being closed must be as durable as Sync promised
+		// for everything before it.
+		s.mu.Unlock()
+		if err := s.syncLocked(); err != nil {
+			return 0, err
+		}
+		s.mu.Lock()
 	}
 	if rotate {
 		s.active = 0
@@ -109,16 +173,22 @@ func (s *Spool) AppendBatch(batch [][]byte) (uint64, error) {
 		}
 	}
 	_, err := s.w.WriteAt(buf, off)
-	if err == nil {
+	if err == nil && sync {
 		err = fdatasync(s.w)
 	}
-	if err == nil && newSeg {
+	if err == nil && sync && (newSeg || s.dirtyDir) {
 		// The new file's directory entry must be as durable as its data.
 		err = syncDir(s.dir)
 	}
 	if err != nil {
 		s.undo(newSeg, path, off)
 		return 0, fmt.Errorf("append to %s: %w", path, err)
+	}
+	if sync {
+		s.dirty, s.dirtyDir = false, false
+	} else {
+		s.dirty = true
+		s.dirtyDir = s.dirtyDir || newSeg
 	}
 
 	s.mu.Lock()
@@ -167,9 +237,11 @@ func (s *Spool) undo(newSeg bool, path string, off int64) {
 	}
 }
 
+// closeWriter closes the active segment's file, synced already (by the
+// append, or before a rotation) or removed.
 func (s *Spool) closeWriter() {
 	if s.w != nil {
-		s.w.Close() // already synced; nothing to lose
+		s.w.Close()
 		s.w = nil
 	}
 }
