@@ -70,6 +70,15 @@ func (r *Result) Write(w io.Writer) {
 		if country {
 			verdict = "WRONGLY also a country outage"
 		}
+		if len(fs) == 1 {
+			what := "no network outage seen"
+			if seen == 1 {
+				what = "network outage seen"
+			}
+			fmt.Fprintf(w, "%s %s (%s to %s): %s; %s.\n", fs[0].Network, fs[0].Fault,
+				fs[0].Window.StoryStart.Format(stamp), fs[0].Window.StoryEnd.Format(stamp), what, verdict)
+			continue
+		}
 		fmt.Fprintf(w, "%s %s (%d times, %s to %s): network outages seen in %d of them; %s.\n", fs[0].Network, fs[0].Fault, len(fs),
 			fs[0].Window.StoryStart.Format(stamp), fs[len(fs)-1].Window.StoryEnd.Format(stamp), seen, verdict)
 	}

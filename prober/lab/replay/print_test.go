@@ -48,3 +48,26 @@ func TestProblems(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteNetworkFaults: a fault that happened once is told in the
+// singular, a repeated one with how many times it was seen.
+func TestWriteNetworkFaults(t *testing.T) {
+	base := time.Date(2014, 12, 21, 18, 0, 0, 0, time.UTC)
+	win := Window{Start: base, End: base.Add(time.Hour), StoryStart: base, StoryEnd: base.Add(time.Hour)}
+	net1, net2 := netip.MustParsePrefix("198.19.1.0/24"), netip.MustParsePrefix("198.19.2.0/24")
+	r := Result{Round: time.Minute, Scale: 1, Networks: []NetworkFault{
+		{Network: net1, Fault: "flap", Window: win, Outages: 1},
+		{Network: net1, Fault: "flap", Window: win},
+		{Network: net2, Fault: "loss", Window: win},
+	}}
+	var b strings.Builder
+	r.Write(&b)
+	for _, want := range []string{
+		"198.19.1.0/24 flap (2 times, 2014-12-21 18:00 to 2014-12-21 19:00): network outages seen in 1 of them; not a country outage.",
+		"198.19.2.0/24 loss (2014-12-21 18:00 to 2014-12-21 19:00): no network outage seen; not a country outage.",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, b.String())
+		}
+	}
+}
