@@ -3,6 +3,7 @@ package prober
 import (
 	"bytes"
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -214,6 +215,24 @@ func TestMatcherJudges(t *testing.T) {
 			name: "time exceeded quoting 8 bytes", want: vMatchedError, wantRes: Unreachable, from: router,
 			give: func(req []byte) []byte {
 				return ipv4Packet(router, vantage, 1, icmpErrorMsg(11, 0, ipv4Packet(vantage, target, 1, req), 28))
+			},
+		},
+		{
+			// RFC 4884: the quoted datagram padded to 128 bytes, its length
+			// in the header, then an extension structure (RFC 5837's
+			// interface information, as modern routers send).
+			name: "unreachable with RFC 4884 extensions", want: vMatchedError, wantRes: Unreachable, from: router,
+			give: func(req []byte) []byte {
+				m := icmp.Message{Type: ipv4.ICMPTypeDestinationUnreachable, Code: 1, Body: &icmp.DstUnreach{
+					Data: ipv4Packet(vantage, target, 1, req),
+					Extensions: []icmp.Extension{&icmp.InterfaceInfo{Class: 2, Type: 0x0f,
+						Interface: &net.Interface{Index: 15, Name: "en101", MTU: 1500}}},
+				}}
+				b, err := m.Marshal(nil)
+				if err != nil {
+					panic(err)
+				}
+				return ipv4Packet(router, vantage, 1, b)
 			},
 		},
 		{

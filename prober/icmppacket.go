@@ -1,6 +1,10 @@
 package prober
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"golang.org/x/net/icmp"
+)
 
 // Wire format of cutoff's echo requests (IPv4):
 //
@@ -146,8 +150,23 @@ func parseICMP(from [4]byte, m []byte, p *packet) verdict {
 		return vReply
 	case icmpUnreachable, icmpTimeExceed:
 		// RFC 792: unused word, then the quoted IP header and at least
-		// 8 bytes of the quoted datagram.
-		q := m[icmpHeaderLen:]
+		// 8 bytes of the quoted datagram; RFC 4884 may append extensions
+		// after it, which x/net/icmp separates. Errors are rare next to
+		// replies, so its allocations cost nothing that shows; echo
+		// replies, the hot path, are read in place above.
+		msg, err := icmp.ParseMessage(1, m) // 1: IANA protocol number of ICMP
+		if err != nil {
+			return vMalformed
+		}
+		var q []byte
+		switch b := msg.Body.(type) {
+		case *icmp.DstUnreach:
+			q = b.Data
+		case *icmp.TimeExceeded:
+			q = b.Data
+		default:
+			return vMalformed
+		}
 		dst, echo, v := parseQuoted(q)
 		if v != vError {
 			return v
