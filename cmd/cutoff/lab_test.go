@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -91,6 +92,78 @@ func TestLabCLI(t *testing.T) {
 		t.Errorf("exec exit 7: exit %d", code)
 	}
 
+	// The other faults from the command line, read back with status --json.
+	status := func() lab.Status {
+		t.Helper()
+		code, out, stderr := cli(t, with("lab", "status", "--json")...)
+		var st struct{ Status lab.Status }
+		if code != exitOK {
+			t.Fatalf("status --json: exit %d %s", code, stderr)
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Status.Links) == 0 {
+			t.Fatalf("status --json: %v\n%s", err, out)
+		}
+		return st.Status
+	}
+	if code, _, stderr = cli(t, with("lab", "loss", "net2", "20%")...); code != exitOK {
+		t.Errorf("loss net2 20%%: exit %d %s", code, stderr)
+	}
+	loss := -1
+	for _, k := range status().Links {
+		if k.Target == "net2" {
+			loss = k.Loss
+		}
+	}
+	if loss != 20 {
+		t.Errorf("status after loss net2 20%%: loss %d%%", loss)
+	}
+	code, _, stderr = cli(t, with("lab", "delay", "vp2", "50ms")...)
+	if netem := status().Netem; netem && code != exitOK || !netem && (code == exitOK || !strings.Contains(stderr, "netem")) {
+		t.Errorf("delay vp2 50ms with netem %v: exit %d %q", netem, code, stderr)
+	}
+	if code, _, stderr = cli(t, with("lab", "decay", "net1", "--over", "300ms")...); code != exitOK {
+		t.Errorf("decay net1: exit %d %s", code, stderr)
+	}
+	for _, n := range status().Networks {
+		if n.Name == "net1" && n.Answering != 0 {
+			t.Errorf("net1 after decay: %d hosts answering, want 0", n.Answering)
+		}
+	}
+	if code, _, _ = cli(t, with("lab", "restore", "all")...); code != exitOK {
+		t.Errorf("restore all: exit %d", code)
+	}
+	for _, n := range status().Networks {
+		if n.Answering != n.Hosts {
+			t.Errorf("%s after restore: %d of %d hosts answering", n.Name, n.Answering, n.Hosts)
+		}
+	}
+	for _, k := range status().Links {
+		if !k.IsUp || k.Loss != 0 {
+			t.Errorf("link %s-%s after restore: up %v, loss %d%%", k.Up, k.Down, k.IsUp, k.Loss)
+		}
+	}
+	bad := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"lab", "cut", "all"}, "all"},
+		{[]string{"lab", "cut"}, "TARGET"},
+		{[]string{"lab", "loss", "net1", "150%"}, "150"},
+		{[]string{"lab", "decay", "net1", "--over", "-1s"}, "--over"},
+		{[]string{"lab", "exec", "nowhere", "--", "true"}, "nowhere"},
+		{[]string{"lab", "exec", "vp1"}, "command"},
+	}
+	for _, tt := range bad {
+		args := with(tt.args...)
+		if tt.args[1] == "exec" { // flags before the role and "--"
+			args = append(append([]string{"lab", "exec"}, flags...), tt.args[2:]...)
+		}
+		code, _, stderr := cli(t, args...)
+		if code != exitUsage || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: exit %d %q, want 2 naming %q", tt.args, code, stderr, tt.want)
+		}
+	}
+
 	url := pgtest.URL(t)
 	scn, truth := filepath.Join(dir, "s.scn"), filepath.Join(dir, "truth.json")
 	os.WriteFile(scn, []byte("+0s cut net1\n+300ms restore net1\n"), 0o644)
@@ -143,6 +216,9 @@ func TestLabCLI(t *testing.T) {
 	}
 	if names, _ := lab.Namespaces(p); len(names) != 0 {
 		t.Errorf("namespaces left after down: %v", names)
+	}
+	if code, out, _ = cli(t, with("lab", "down")...); code != exitOK {
+		t.Errorf("down twice: exit %d, %q", code, out)
 	}
 	if _, err := os.Stat("/proc/" + strconv.Itoa(st.PID) + "/cmdline"); err == nil {
 		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(st.PID) + "/cmdline"); len(b) > 0 {
