@@ -233,13 +233,38 @@ func TestLab(t *testing.T) {
 		}
 	})
 
+	// services reports, for each TCP and DNS target of the country (or
+	// the control targets), whether vantage reached it.
+	services := func(vantage string, ts []prober.Target) (reached, missed int) {
+		for _, tg := range ts {
+			var err error
+			switch tg.Kind {
+			case prober.KindTCP:
+				err = labtest.Dial(ctx, l, vantage, netip.AddrPortFrom(tg.Addr, tg.Port), 300*time.Millisecond)
+			case prober.KindDNS:
+				_, err = labtest.Query(ctx, l, vantage, tg.Addr, tg.Qname, dns.TypeSOA, 300*time.Millisecond)
+			default:
+				continue
+			}
+			if err == nil {
+				reached++
+			} else {
+				missed++
+			}
+		}
+		return reached, missed
+	}
+	country := append(l.Responsive(prober.KindTCP), l.Responsive(prober.KindDNS)...)
+
 	t.Run("cut border", func(t *testing.T) {
 		must(t, l.Cut(ctx, "border"))
 		wantNone(t, l, "vp1", "responsive hosts", icmpHosts)
 		wantAll(t, l, "vp1", "control targets", control)
-		h := l.Responsive(prober.KindTCP)[0]
-		if err := labtest.Dial(ctx, l, "vp1", netip.AddrPortFrom(h.Addr, h.Port), 300*time.Millisecond); err == nil {
-			t.Errorf("connect %s through a cut border succeeded", h)
+		if reached, _ := services("vp1", country); reached != 0 {
+			t.Errorf("%d of the country's TCP and DNS services reached through a cut border", reached)
+		}
+		if _, missed := services("vp1", l.ControlTargets()); missed != 0 {
+			t.Errorf("%d control services (TCP, DNS) missed while only the border is cut", missed)
 		}
 		st, err := l.Status(ctx)
 		must(t, err)
@@ -256,6 +281,12 @@ func TestLab(t *testing.T) {
 		wantNone(t, l, "vp1", "control targets", control)
 		wantAll(t, l, "vp2", "responsive hosts", icmpHosts)
 		wantAll(t, l, "vp2", "control targets", control)
+		if reached, _ := services("vp1", append(country, l.ControlTargets()...)); reached != 0 {
+			t.Errorf("vp1 without uplink reached %d TCP and DNS services", reached)
+		}
+		if _, missed := services("vp2", append(country, l.ControlTargets()...)); missed != 0 {
+			t.Errorf("vp2 missed %d TCP and DNS services while only vp1's uplink is cut", missed)
+		}
 		must(t, l.Restore(ctx, "vp1"))
 		wantAll(t, l, "vp1", "responsive hosts after restore", icmpHosts)
 		wantAll(t, l, "vp1", "control targets after restore", control)
