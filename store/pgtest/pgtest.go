@@ -15,9 +15,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,7 +78,7 @@ func (s *server) start() {
 		s.err = err
 		return
 	}
-	st, err := store.Open(ctx, withDatabase(s.admin, s.template))
+	st, err := store.Open(ctx, store.WithDatabase(s.admin, s.template))
 	if err != nil {
 		s.err = err
 		return
@@ -158,7 +156,7 @@ func newDB(t testing.TB, migrated bool) string {
 			t.Logf("drop test database %s: %v", name, err)
 		}
 	})
-	return withDatabase(srv.admin, name)
+	return store.WithDatabase(srv.admin, name)
 }
 
 func createDatabase(ctx context.Context, admin, name, template string) error {
@@ -175,20 +173,6 @@ func createDatabase(ctx context.Context, admin, name, template string) error {
 		return fmt.Errorf("create database %s: %w", name, err)
 	}
 	return nil
-}
-
-// withDatabase returns the connection string s with its database replaced
-// by name. In a keyword/value string a repeated keyword's last value wins.
-func withDatabase(s, name string) string {
-	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
-		u, err := url.Parse(s)
-		if err != nil {
-			return s // the caller's connect reports the malformed URL
-		}
-		u.Path = "/" + name
-		return u.String()
-	}
-	return s + " dbname=" + name
 }
 
 func randomName() string {

@@ -13,8 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -74,7 +72,7 @@ func New(ctx context.Context, server string, opts Options) (*DB, error) {
 		d.Close()
 		return nil, fmt.Errorf("create scratch database: %w", err)
 	}
-	d.URL = withDatabase(d.admin, d.name)
+	d.URL = store.WithDatabase(d.admin, d.name)
 	log.Info("scratch database", "name", d.name, "throwaway_cluster", d.Cluster != nil)
 	st, err := store.Open(ctx, d.URL)
 	if err != nil {
@@ -110,18 +108,4 @@ func (d *DB) Close() error {
 		d.Cluster = nil
 	}
 	return errors.Join(errs...)
-}
-
-// withDatabase returns the connection string s with its database replaced
-// by name. In a keyword/value string a repeated keyword's last value wins.
-func withDatabase(s, name string) string {
-	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
-		u, err := url.Parse(s)
-		if err != nil {
-			return s // the caller's connect reports the malformed URL
-		}
-		u.Path = "/" + name
-		return u.String()
-	}
-	return s + " dbname=" + name
 }

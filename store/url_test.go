@@ -1,6 +1,10 @@
-package pgtest
+package store_test
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/cutoffnet/cutoff/store"
+)
 
 func TestWithDatabase(t *testing.T) {
 	tests := []struct {
@@ -14,8 +18,8 @@ func TestWithDatabase(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := withDatabase(tt.give, "t1"); got != tt.want {
-				t.Fatalf("withDatabase(%q) = %q, want %q", tt.give, got, tt.want)
+			if got := store.WithDatabase(tt.give, "t1"); got != tt.want {
+				t.Fatalf("WithDatabase(%q) = %q, want %q", tt.give, got, tt.want)
 			}
 		})
 	}
