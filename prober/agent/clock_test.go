@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/cutoffnet/cutoff/prober/spool"
-	"github.com/cutoffnet/cutoff/store"
-	"github.com/cutoffnet/cutoff/store/pgtest"
 )
 
 // TestClockOffset: the heartbeat measures this vantage's clock against
@@ -20,12 +18,7 @@ func TestClockOffset(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	url := pgtest.URL(t)
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	url, st := testStore(ctx, t)
 	tests := []struct {
 		name string
 		skew time.Duration

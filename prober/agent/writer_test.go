@@ -46,6 +46,19 @@ func pipeConfig(t *testing.T, db string) Config {
 }
 
 // proberLogin makes a login in the cutoff_prober role, as a vantage has.
+// testStore opens a fresh test database and returns its URL and a store
+// on it, closed when the test ends.
+func testStore(ctx context.Context, t *testing.T) (string, *store.Store) {
+	t.Helper()
+	url := pgtest.URL(t)
+	st, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return url, st
+}
+
 func proberLogin(t *testing.T, st *store.Store, url string) string {
 	t.Helper()
 	role := fmt.Sprintf("vp_%d", time.Now().UnixNano()%1e9)
@@ -83,12 +96,7 @@ func TestRefusedBatchesStayInTheSpool(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	url := pgtest.URL(t)
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	url, st := testStore(ctx, t)
 	cfg := pipeConfig(t, proberLogin(t, st, url))
 	exec := func(sql string) {
 		t.Helper()
@@ -177,12 +185,7 @@ func TestBadRowsSetAsideAlone(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	url := pgtest.URL(t)
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	url, st := testStore(ctx, t)
 	cfg := pipeConfig(t, url)
 	p, err := NewPipe(ctx, cfg, nil)
 	if err != nil {
