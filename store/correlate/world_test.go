@@ -586,19 +586,22 @@ func unhealthy(t *testing.T, st *store.Store, vantage string) []outage {
 	return out
 }
 
+// roundCases are the round lengths the mass-failure tests run at: a
+// vantage's evidence is as fresh as its round.
+var roundCases = []struct {
+	name  string
+	round time.Duration
+}{
+	{"one-minute rounds", time.Minute},
+	{"five-minute rounds", 5 * time.Minute},
+}
+
 // TestTwoCountriesCutAtOnce: two countries cut at the same time look,
 // from each vantage, like a mass failure; but both vantages see it, so it
 // is a real outage and neither is set aside.
 func TestTwoCountriesCutAtOnce(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name  string
-		round time.Duration
-	}{
-		{"one-minute rounds", time.Minute},
-		{"five-minute rounds", 5 * time.Minute},
-	}
-	for _, tt := range tests {
+	for _, tt := range roundCases {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			st := pgtest.New(t)
@@ -648,14 +651,7 @@ func TestTwoCountriesCutAtOnce(t *testing.T) {
 // vantage contradicts, is set aside; nothing is reported down.
 func TestVantageLocalFault(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name  string
-		round time.Duration
-	}{
-		{"one-minute rounds", time.Minute},
-		{"five-minute rounds", 5 * time.Minute},
-	}
-	for _, tt := range tests {
+	for _, tt := range roundCases {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			st := pgtest.New(t)
